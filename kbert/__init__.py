@@ -1,0 +1,3 @@
+"""kbert: KroneckerBERT reproducibility suite."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,93 @@
+"""Provenance and safe output: hashes, git commit, atomic writes.
+
+Every stage writes through these helpers so that a killed job never leaves a file that
+looks finished, and every result row can be traced back to code, config and data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def sha256_json(obj) -> str:
+    """Hash of a JSON-serialisable object, independent of key order."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def git_commit() -> str:
+    """The checkout's commit, with ``-dirty`` when tracked files changed; ``unknown`` outside git."""
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("-dirty" if dirty else "")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike):
+    """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
+
+    Works for a file or a directory written at the yielded path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    try:
+        yield tmp
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        os.replace(tmp, path)
+    finally:
+        shutil.rmtree(tmp.parent, ignore_errors=True)
+
+
+def write_json(path: str | os.PathLike, obj) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def write_csv(path: str | os.PathLike, frame: pd.DataFrame) -> None:
+    with atomic_path(path) as tmp:
+        frame.to_csv(tmp, index=False)
+
+
+def update_csv(path: str | os.PathLike, rows: list[dict], key: str = "benchmark") -> pd.DataFrame:
+    """Replace the rows of ``path`` whose ``key`` equals the new rows' ``key``; keep the rest.
+
+    Lets several benchmarks share one CSV (``results/efficiency.csv``) without clobbering
+    each other's rows.
+    """
+    new = pd.DataFrame(rows)
+    path = Path(path)
+    if path.exists():
+        old = pd.read_csv(path)
+        if key in old.columns:
+            old = old[~old[key].isin(set(new[key]))]
+        new = pd.concat([old, new], ignore_index=True)
+    write_csv(path, new)
+    return new
