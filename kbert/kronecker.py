@@ -225,8 +225,14 @@ class KroneckerEmbedding(nn.Module):
             raise ValueError(f"embedding factor n={n} must divide the embedding size {embedding_dim}")
         self.num_embeddings, self.embedding_dim, self.n = num_embeddings, embedding_dim, n
         self.padding_idx = padding_idx
-        self.A = nn.Parameter(torch.randn(num_embeddings, embedding_dim // n) * 0.02 ** 0.5)
-        self.B = nn.Parameter(torch.randn(1, n) * 0.02 ** 0.5)
+        self.A = nn.Parameter(torch.empty(num_embeddings, embedding_dim // n))
+        self.B = nn.Parameter(torch.empty(1, n))
+        self.reset_parameters()
+
+    def reset_parameters(self, std: float = 0.02) -> None:
+        # Entries of A kron B then have std ~ std, like BERT's N(0, 0.02) embedding init.
+        nn.init.normal_(self.A, std=std ** 0.5)
+        nn.init.normal_(self.B, std=std ** 0.5)
 
     @classmethod
     def from_dense(cls, embedding: nn.Embedding, n: int) -> "KroneckerEmbedding":

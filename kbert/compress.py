@@ -1,0 +1,266 @@
+"""Dense BERT -> Kronecker student: Table-1 presets, a shape search, exact counts.
+
+Compressed (nearest-Kronecker SVD of the teacher's matrix): the word embedding, W_Q, W_K,
+W_V, W_O and FFN W1, W2 of every layer. Copied dense: biases, LayerNorms, position and
+token-type embeddings, pooler and any task head.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import torch
+
+from kbert.kronecker import (
+    KroneckerEmbedding, KroneckerLinear, dense_flops, kron_flops_per_order, nearest_kronecker, rearrange,
+)
+from kbert.modeling import KBertConfig, KBertModel
+
+# Table 1 of the paper, as A shapes (rows = output side). Valid for BERT-base (768 / 3072).
+PRESETS = {
+    "kroneckerbert_8": {"attention_a_shape": [384, 384], "ffn_a_shape": [8, 2], "embedding_n": 8, "rank": 1},
+    "kroneckerbert_21": {"attention_a_shape": [384, 48], "ffn_a_shape": [16, 2], "embedding_n": 16, "rank": 1},
+}
+PRESET_TEACHER = {"hidden_size": 768, "intermediate_size": 3072}
+
+
+# --------------------------------------------------------------------------------------
+# Counting (no weights needed)
+# --------------------------------------------------------------------------------------
+
+
+def count_parameters(config: KBertConfig) -> int:
+    """Parameters of the encoder (embeddings, layers, pooler), without any task head."""
+    with torch.device("meta"):
+        return sum(p.numel() for p in KBertModel(config).parameters())
+
+
+def _linear_flops(out_f: int, in_f: int, a_shape, rank: int) -> int:
+    if a_shape is None:
+        return dense_flops(out_f, in_f)
+    m1, n1 = a_shape
+    return rank * min(kron_flops_per_order((m1, n1), (out_f // m1, in_f // n1)).values())
+
+
+def count_flops(config: KBertConfig, seq_len: int = 128, attention_scores: bool = False) -> int:
+    """Forward FLOPs of one sequence, counting linear layers by paper Eq. 7.
+
+    With ``attention_scores`` the Q K^T and probs @ V products are added (they are the same
+    for dense and Kronecker models, and the paper's Table 1 leaves them out).
+    """
+    k = config.kronecker or {}
+    d, f, rank = config.hidden_size, config.intermediate_size, int(k.get("rank", 1))
+    att, ffn = k.get("attention_a_shape"), k.get("ffn_a_shape")
+    per_token = (
+        4 * _linear_flops(d, d, att, rank)
+        + _linear_flops(f, d, ffn, rank)
+        + _linear_flops(d, f, None if ffn is None else (ffn[1], ffn[0]), rank)
+    )
+    total = config.num_hidden_layers * per_token * seq_len
+    if attention_scores:
+        # Q K^T: T*T dot products of length d (all heads together), same for probs @ V.
+        total += config.num_hidden_layers * 2 * seq_len * seq_len * (2 * d - 1)
+    return total
+
+
+def compression_factor(teacher: KBertConfig, student: KBertConfig) -> float:
+    return count_parameters(teacher) / count_parameters(student)
+
+
+# --------------------------------------------------------------------------------------
+# Which shapes
+# --------------------------------------------------------------------------------------
+
+
+def _divisors(n: int) -> list[int]:
+    return [k for k in range(1, n + 1) if n % k == 0]
+
+
+def _kron_shapes(out_f: int, in_f: int):
+    """All A shapes for an (out, in) matrix whose factors are real matrices (every side >= 2).
+
+    A factor with a side of 1 makes A kron B a low-rank matrix (paper §3.2.2); the paper's
+    shapes never do that, so the search leaves them out.
+    """
+    for m1, n1 in itertools.product(_divisors(out_f), _divisors(in_f)):
+        if min(m1, n1, out_f // m1, in_f // n1) >= 2:
+            yield m1, n1
+
+
+def _lost_energy(W: torch.Tensor, a_shape) -> float:
+    """||W - nearest Kronecker product||_F^2: all but the top singular value of R(W)."""
+    b_shape = (W.shape[0] // a_shape[0], W.shape[1] // a_shape[1])
+    S = torch.linalg.svdvals(rearrange(W.double(), a_shape, b_shape))
+    return float((S[1:] ** 2).sum())
+
+
+def shape_search(
+    config: KBertConfig,
+    target_compression: float,
+    teacher: KBertModel | None = None,
+    tolerance: float = 0.05,
+    max_spread: float = 4.0,
+) -> dict:
+    """Kronecker shapes that reach ``target_compression`` within ``tolerance``.
+
+    As in the paper, one A shape serves all attention matrices and one (swapped for W2) both
+    FFN matrices; the embedding keeps one row vector of length n. The per-component
+    compression factors (attention, FFN, embedding) must stay within ``max_spread`` of each
+    other: otherwise all parameters drift into the embedding table, which costs no FLOPs,
+    and the encoder is crushed (the paper's KroneckerBERT_8 has 4x / 16x / 8x, spread 4;
+    KroneckerBERT_21 32x / 32x / 16x, spread 2).
+
+    Among those, without weights: the fewest FLOPs (the paper's criterion). With the
+    ``teacher``'s weights: the smallest SVD-initialisation error (Frobenius norm of what the
+    nearest Kronecker products lose, measured on the middle layer and the embedding), then
+    the fewest FLOPs. The paper's text gives no quality criterion; see docs/deviations.md.
+    """
+    d, f, L, V = config.hidden_size, config.intermediate_size, config.num_hidden_layers, config.vocab_size
+    dense_total = count_parameters(config)
+    # Parameters that do not depend on the shapes: everything but the 6 matrices per layer
+    # and the word-embedding table.
+    fixed = dense_total - L * (4 * d * d + 2 * d * f) - V * d
+
+    def options(out_f, in_f):
+        """(A shape, weights of one matrix, FLOPs per token of W and of its swapped twin)."""
+        for (m1, n1) in _kron_shapes(out_f, in_f):
+            m2, n2 = out_f // m1, in_f // n1
+            flops = min(kron_flops_per_order((m1, n1), (m2, n2)).values())
+            twin = min(kron_flops_per_order((n1, m1), (n2, m2)).values())
+            yield (m1, n1), m1 * n1 + m2 * n2, flops, twin
+
+    att = list(options(d, d))
+    ffn = list(options(f, d))
+    emb = [n for n in _divisors(d) if n >= 2]
+    if not att or not ffn:
+        raise ValueError(f"no Kronecker shapes for hidden {d} / intermediate {f}")
+
+    # Grids over (attention shape, FFN shape, embedding n).
+    a_params = np.array([o[1] for o in att], dtype=float)[:, None, None]
+    f_params = np.array([o[1] for o in ffn], dtype=float)[None, :, None]
+    e_n = np.array(emb, dtype=float)[None, None, :]
+    params = fixed + L * (4 * a_params + 2 * f_params) + V * d / e_n + e_n
+    flops = L * (4 * np.array([o[2] for o in att])[:, None, None] + np.array([o[2] + o[3] for o in ffn])[None, :, None])
+    flops = np.broadcast_to(flops, params.shape)
+    component_cf = np.stack(np.broadcast_arrays(d * d / a_params, d * f / f_params, e_n))
+    spread = component_cf.max(0) / component_cf.min(0)
+    cf = dense_total / params
+    ok = (np.abs(cf / target_compression - 1) <= tolerance) & (spread <= max_spread)
+    if not ok.any():
+        raise ValueError(
+            f"no shapes reach compression {target_compression} within {tolerance:.0%} with balanced components "
+            f"(spread <= {max_spread}) on this teacher (reachable: {cf.min():.1f}x to {cf.max():.1f}x)"
+        )
+    lost = np.zeros(cf.shape)
+    if teacher is not None:
+        lost = _search_errors(teacher, att, ffn, emb, ok)
+    # Lexicographic: least SVD error (if weights), fewest FLOPs, closest compression factor.
+    key = np.lexsort((np.abs(cf - target_compression)[ok], flops[ok], lost[ok]))
+    i, j, k = (idx[ok][key[0]] for idx in np.indices(cf.shape))
+    return {"attention_a_shape": list(att[i][0]), "ffn_a_shape": list(ffn[j][0]), "embedding_n": emb[k], "rank": 1}
+
+
+@torch.no_grad()
+def _search_errors(teacher: KBertModel, att, ffn, emb, ok: np.ndarray) -> np.ndarray:
+    """Lost energy of every (attention, FFN, embedding) candidate allowed by ``ok``.
+
+    The error separates by component, so each shape is scored once: attention and FFN on
+    the middle layer (scaled by the depth), the word embedding on its own table.
+    """
+    layer = teacher.encoder.layer[len(teacher.encoder.layer) // 2]
+    attention = [layer.attention.self.query, layer.attention.self.key, layer.attention.self.value, layer.attention.output.dense]
+    L = len(teacher.encoder.layer)
+    used_a, used_f, used_e = ok.any((1, 2)), ok.any((0, 2)), ok.any((0, 1))
+    e_att = np.array([
+        L * sum(_lost_energy(m.weight, o[0]) for m in attention) if used else np.inf for o, used in zip(att, used_a)
+    ])
+    e_ffn = np.array([
+        L * (_lost_energy(layer.intermediate.dense.weight, o[0]) + _lost_energy(layer.output.dense.weight, o[0][::-1]))
+        if used else np.inf
+        for o, used in zip(ffn, used_f)
+    ])
+    table = teacher.embeddings.word_embeddings.weight
+    e_emb = np.array([_lost_energy(table, (table.shape[0], table.shape[1] // n)) if used else np.inf for n, used in zip(emb, used_e)])
+    return e_att[:, None, None] + e_ffn[None, :, None] + e_emb[None, None, :]
+
+
+def student_kronecker(teacher_config: KBertConfig, spec: dict, teacher: KBertModel | None = None) -> dict:
+    """Resolve a student spec from the config into explicit Kronecker shapes."""
+    family = spec.get("family", "kronecker")
+    if family != "kronecker":
+        raise ValueError(f"student family {family!r} is not built by kbert.compress; known: ['kronecker']")
+    if "preset" in spec:
+        name = spec["preset"]
+        if name not in PRESETS:
+            raise ValueError(f"unknown student preset {name!r}; presets: {sorted(PRESETS)}")
+        wanted = {k: getattr(teacher_config, k) for k in PRESET_TEACHER}
+        if wanted != PRESET_TEACHER:
+            raise ValueError(
+                f"preset {name!r} has the Table-1 shapes of BERT-base {PRESET_TEACHER}; this teacher has {wanted}: "
+                "use target_compression to search shapes for it"
+            )
+        return dict(PRESETS[name])
+    if "target_compression" in spec:
+        return shape_search(teacher_config, float(spec["target_compression"]), teacher)
+    keys = ("attention_a_shape", "ffn_a_shape", "embedding_n")
+    if all(k in spec for k in keys):
+        return {**{k: spec[k] for k in keys}, "rank": int(spec.get("rank", 1))}
+    raise ValueError(f"student spec {spec} needs 'preset', 'target_compression' or explicit {list(keys)}")
+
+
+def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel | None = None) -> KBertConfig:
+    """The student's config; with ``teacher`` weights a shape search minimises the SVD error."""
+    config = KBertConfig.from_dict(teacher_config.to_dict())
+    config.kronecker = student_kronecker(teacher_config, spec, teacher)
+    return config
+
+
+# --------------------------------------------------------------------------------------
+# The compression itself
+# --------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def compress(teacher: torch.nn.Module, spec: dict) -> tuple[torch.nn.Module, dict]:
+    """Kronecker student of ``teacher`` (a KBertModel or a task model), SVD-initialised.
+
+    Returns the student (same class as the teacher) and a report of the relative
+    Frobenius error of every compressed matrix.
+    """
+    if getattr(teacher.config, "kronecker", None):
+        raise ValueError("the teacher is already a Kronecker model; compress a dense teacher")
+    encoder = teacher.bert if hasattr(teacher, "bert") else teacher
+    config = student_config(teacher.config, spec, encoder)
+    student = type(teacher)(config)
+    dense = dict(teacher.named_modules())
+    errors = {}
+    for name, module in student.named_modules():
+        if isinstance(module, KroneckerLinear):
+            W = dense[name].weight
+            A, B = nearest_kronecker(W, module.a_shape, module.b_shape, module.rank)
+            module.A.copy_(A)
+            module.B.copy_(B)
+            module.bias.copy_(dense[name].bias)
+            errors[name] = float((module.weight - W).norm() / W.norm())
+        elif isinstance(module, KroneckerEmbedding):
+            W = dense[name].weight
+            A, B = nearest_kronecker(W, (module.num_embeddings, module.embedding_dim // module.n), (1, module.n))
+            module.A.copy_(A[0])
+            module.B.copy_(B[0])
+            errors[name] = float((module.weight - W).norm() / W.norm())
+    # Everything not factorised keeps the teacher's values (same names, same shapes).
+    teacher_state = teacher.state_dict()
+    copied = {k: v for k, v in student.state_dict().items() if k in teacher_state and teacher_state[k].shape == v.shape}
+    student.load_state_dict({k: teacher_state[k] for k in copied}, strict=False)
+    report = {
+        "kronecker": config.kronecker,
+        "params": count_parameters(config),
+        "teacher_params": count_parameters(teacher.config),
+        "compression_factor": compression_factor(teacher.config, config),
+        "flops_seq128": count_flops(config, 128),
+        "teacher_flops_seq128": count_flops(teacher.config, 128),
+        "relative_error_mean": float(np.mean(list(errors.values()))),
+        "relative_error": errors,
+    }
+    return student.eval(), report

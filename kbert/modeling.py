@@ -1,0 +1,391 @@
+"""KroneckerBERT, one file: a BERT encoder whose matrices are dense or Kronecker-factored.
+
+The dense teacher and the Kronecker student run through this same code, so they expose
+identical outputs for distillation:
+
+    hidden_states:    tuple of L+1 tensors (batch, seq, hidden): embeddings, then each layer
+    attention_scores: tuple of L tensors (batch, heads, seq, seq): Q K^T / sqrt(d_k) plus the
+                      additive padding mask, i.e. the *pre-softmax* scores the paper distils
+
+Parameter names follow Hugging Face ``BertModel`` exactly (``encoder.layer.3.attention.self.query``),
+so any HF BERT checkpoint loads into the dense configuration with no key mapping; a
+Kronecker layer stores ``A``, ``B`` and ``bias`` where a dense one stores ``weight`` and ``bias``.
+
+Which matrices are Kronecker is set by ``KBertConfig.kronecker`` (``None`` = dense teacher):
+
+    {"attention_a_shape": [m1, n1],   # A of W_Q, W_K, W_V, W_O (heads stacked: hidden x hidden)
+     "ffn_a_shape": [m1, n1],         # A of W1 (intermediate x hidden); W2 uses it swapped
+     "embedding_n": n,                # word embedding = A_E (V x d/n) kron B_E (1 x n)
+     "rank": 1}                       # number of Kronecker sums
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+from transformers import PretrainedConfig, PreTrainedModel
+from transformers.activations import ACT2FN
+from transformers.utils import ModelOutput
+
+from kbert.kronecker import KroneckerEmbedding, KroneckerLinear
+
+
+class KBertConfig(PretrainedConfig):
+    model_type = "kbert"
+
+    def __init__(
+        self,
+        vocab_size: int = 30522,
+        hidden_size: int = 768,
+        num_hidden_layers: int = 12,
+        num_attention_heads: int = 12,
+        intermediate_size: int = 3072,
+        hidden_act: str = "gelu",
+        hidden_dropout_prob: float = 0.1,
+        attention_probs_dropout_prob: float = 0.1,
+        max_position_embeddings: int = 512,
+        type_vocab_size: int = 2,
+        initializer_range: float = 0.02,
+        layer_norm_eps: float = 1e-12,
+        pad_token_id: int = 0,
+        kronecker: dict | None = None,
+        **kwargs,
+    ):
+        super().__init__(pad_token_id=pad_token_id, **kwargs)
+        if hidden_size % num_attention_heads:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of num_attention_heads {num_attention_heads}")
+        self.vocab_size = vocab_size
+        self.hidden_size = hidden_size
+        self.num_hidden_layers = num_hidden_layers
+        self.num_attention_heads = num_attention_heads
+        self.intermediate_size = intermediate_size
+        self.hidden_act = hidden_act
+        self.hidden_dropout_prob = hidden_dropout_prob
+        self.attention_probs_dropout_prob = attention_probs_dropout_prob
+        self.max_position_embeddings = max_position_embeddings
+        self.type_vocab_size = type_vocab_size
+        self.initializer_range = initializer_range
+        self.layer_norm_eps = layer_norm_eps
+        self.kronecker = dict(kronecker) if kronecker else None
+
+    @classmethod
+    def from_bert_config(cls, bert_config, **overrides) -> "KBertConfig":
+        """A dense KBertConfig with the architecture of an HF ``BertConfig``."""
+        if getattr(bert_config, "model_type", None) not in ("bert", "kbert"):
+            raise ValueError(
+                f"checkpoint has model_type {getattr(bert_config, 'model_type', None)!r}; "
+                "kbert can only load BERT-architecture checkpoints (model_type 'bert')"
+            )
+        if getattr(bert_config, "position_embedding_type", "absolute") != "absolute":
+            raise ValueError("only absolute position embeddings are supported")
+        keys = [
+            "vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+            "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "max_position_embeddings",
+            "type_vocab_size", "initializer_range", "layer_norm_eps", "pad_token_id",
+        ]
+        fields = {k: getattr(bert_config, k) for k in keys}
+        fields.update(overrides)
+        return cls(**fields)
+
+
+def make_linear(in_features: int, out_features: int, a_shape, rank: int) -> nn.Module:
+    """Dense ``nn.Linear`` when ``a_shape`` is None, else a ``KroneckerLinear``."""
+    if a_shape is None:
+        return nn.Linear(in_features, out_features)
+    return KroneckerLinear(in_features, out_features, tuple(a_shape), rank=rank)
+
+
+def _kron(config: KBertConfig, key: str):
+    return None if config.kronecker is None else config.kronecker.get(key)
+
+
+def _rank(config: KBertConfig) -> int:
+    return 1 if config.kronecker is None else int(config.kronecker.get("rank", 1))
+
+
+# --------------------------------------------------------------------------------------
+# Embeddings
+# --------------------------------------------------------------------------------------
+
+
+class KBertEmbeddings(nn.Module):
+    """Word (dense or Kronecker) + position + token-type embeddings, then LayerNorm."""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        n = _kron(config, "embedding_n")
+        if n is None:
+            self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        else:
+            self.word_embeddings = KroneckerEmbedding(config.vocab_size, config.hidden_size, int(n), config.pad_token_id)
+        # Position and token-type tables stay dense: only then does KroneckerBERT_21 count to
+        # the paper's 5.2M parameters (see docs/deviations.md).
+        self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
+        self.token_type_embeddings = nn.Embedding(config.type_vocab_size, config.hidden_size)
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, input_ids: torch.Tensor, token_type_ids: torch.Tensor) -> torch.Tensor:
+        positions = torch.arange(input_ids.shape[1], device=input_ids.device)  # (T,)
+        x = self.word_embeddings(input_ids) + self.position_embeddings(positions) + self.token_type_embeddings(token_type_ids)
+        return self.dropout(self.LayerNorm(x))  # (B, T, d)
+
+
+# --------------------------------------------------------------------------------------
+# Transformer layer
+# --------------------------------------------------------------------------------------
+
+
+class KBertSelfAttention(nn.Module):
+    """Multi-head attention that also returns the pre-softmax scores.
+
+    W_Q, W_K, W_V are the per-head matrices stacked into one (d x d) matrix each, which is
+    what gets Kronecker-factored (paper Eq. 10), so a B factor can be shared by all heads.
+    """
+
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        d, a_shape, rank = config.hidden_size, _kron(config, "attention_a_shape"), _rank(config)
+        self.num_heads = config.num_attention_heads
+        self.head_dim = d // self.num_heads
+        self.query = make_linear(d, d, a_shape, rank)
+        self.key = make_linear(d, d, a_shape, rank)
+        self.value = make_linear(d, d, a_shape, rank)
+        self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x.shape
+        return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, dh)
+
+    def forward(self, h: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
+        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + additive_mask  # (B, H, T, T)
+        probs = self.dropout(F.softmax(scores, dim=-1))
+        context = (probs @ v).transpose(1, 2).reshape(h.shape)  # (B, T, d)
+        return context, scores
+
+
+class KBertSelfOutput(nn.Module):
+    """W_O, dropout, residual, LayerNorm."""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        d = config.hidden_size
+        self.dense = make_linear(d, d, _kron(config, "attention_a_shape"), _rank(config))
+        self.LayerNorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, context: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(context)) + residual)
+
+
+class KBertAttention(nn.Module):
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        self.self = KBertSelfAttention(config)
+        self.output = KBertSelfOutput(config)
+
+    def forward(self, h: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        context, scores = self.self(h, additive_mask)
+        return self.output(context, h), scores
+
+
+class KBertIntermediate(nn.Module):
+    """FFN W1 (d -> d_ff) and the activation."""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        self.dense = make_linear(config.hidden_size, config.intermediate_size, _kron(config, "ffn_a_shape"), _rank(config))
+        self.act = ACT2FN[config.hidden_act]
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.act(self.dense(h))
+
+
+class KBertOutput(nn.Module):
+    """FFN W2 (d_ff -> d; its A factor is W1's A transposed in shape), residual, LayerNorm."""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        a_shape = _kron(config, "ffn_a_shape")
+        swapped = None if a_shape is None else (a_shape[1], a_shape[0])
+        self.dense = make_linear(config.intermediate_size, config.hidden_size, swapped, _rank(config))
+        self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+
+    def forward(self, ffn: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        return self.LayerNorm(self.dropout(self.dense(ffn)) + residual)
+
+
+class KBertLayer(nn.Module):
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        self.attention = KBertAttention(config)
+        self.intermediate = KBertIntermediate(config)
+        self.output = KBertOutput(config)
+
+    def forward(self, h: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        a, scores = self.attention(h, additive_mask)
+        return self.output(self.intermediate(a), a), scores
+
+
+class KBertEncoder(nn.Module):
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        self.layer = nn.ModuleList(KBertLayer(config) for _ in range(config.num_hidden_layers))
+
+
+class KBertPooler(nn.Module):
+    """tanh(W h_[CLS]); kept dense and copied from the teacher."""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__()
+        self.dense = nn.Linear(config.hidden_size, config.hidden_size)
+        self.activation = nn.Tanh()
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.activation(self.dense(h[:, 0]))
+
+
+# --------------------------------------------------------------------------------------
+# Models
+# --------------------------------------------------------------------------------------
+
+
+@dataclass
+class KBertModelOutput(ModelOutput):
+    last_hidden_state: torch.Tensor | None = None
+    pooler_output: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attention_scores: tuple[torch.Tensor, ...] | None = None
+
+
+@dataclass
+class KBertTaskOutput(ModelOutput):
+    """Task output: ``logits`` for sequence tasks, ``start_logits``/``end_logits`` for QA."""
+
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+    hidden_states: tuple[torch.Tensor, ...] | None = None
+    attention_scores: tuple[torch.Tensor, ...] | None = None
+
+
+class KBertPreTrainedModel(PreTrainedModel):
+    config_class = KBertConfig
+    base_model_prefix = "bert"
+    _keys_to_ignore_on_load_unexpected = [r"position_ids", r"cls\.", r"pooler"]
+
+    def _init_weights(self, module: nn.Module) -> None:
+        std = self.config.initializer_range
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, std=std)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, std=std)
+        elif isinstance(module, nn.LayerNorm):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
+        elif isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
+            module.reset_parameters()
+
+    def num_parameters_by_kind(self) -> dict[str, int]:
+        """Parameter counts split into encoder+embeddings+pooler (``backbone``) and task ``head``."""
+        total = sum(p.numel() for p in self.parameters())
+        backbone = sum(p.numel() for p in self.bert.parameters()) if hasattr(self, "bert") else total
+        return {"backbone": backbone, "head": total - backbone, "total": total}
+
+
+class KBertModel(KBertPreTrainedModel):
+    base_model_prefix = ""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__(config)
+        self.embeddings = KBertEmbeddings(config)
+        self.encoder = KBertEncoder(config)
+        self.pooler = KBertPooler(config)
+        self.post_init()
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> KBertModelOutput:
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        h = self.embeddings(input_ids, token_type_ids)
+        # Additive key mask, broadcast over heads and queries: (B, 1, 1, T). A large finite
+        # negative (not -inf) keeps fully masked rows finite.
+        additive = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        hidden_states, scores = [h], []
+        for layer in self.encoder.layer:
+            h, s = layer(h, additive)
+            hidden_states.append(h)
+            scores.append(s)
+        return KBertModelOutput(
+            last_hidden_state=h,
+            pooler_output=self.pooler(h),
+            hidden_states=tuple(hidden_states),
+            attention_scores=tuple(scores),
+        )
+
+
+class KBertForSequenceClassification(KBertPreTrainedModel):
+    """[CLS] pooler -> dropout -> linear; ``num_labels == 1`` means regression (MSE)."""
+
+    def __init__(self, config: KBertConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.bert = KBertModel(config)
+        self.dropout = nn.Dropout(config.hidden_dropout_prob)
+        self.classifier = nn.Linear(config.hidden_size, config.num_labels)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, labels=None) -> KBertTaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        logits = self.classifier(self.dropout(out.pooler_output))  # (B, num_labels)
+        loss = None
+        if labels is not None:
+            if self.num_labels == 1:
+                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return KBertTaskOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attention_scores=out.attention_scores)
+
+
+class KBertForQuestionAnswering(KBertPreTrainedModel):
+    """Span QA head: one linear layer giving start and end logits per token."""
+
+    def __init__(self, config: KBertConfig):
+        config.num_labels = 2
+        super().__init__(config)
+        self.bert = KBertModel(config)
+        self.qa_outputs = nn.Linear(config.hidden_size, 2)
+        self.post_init()
+
+    def forward(self, input_ids, attention_mask=None, token_type_ids=None, start_positions=None, end_positions=None) -> KBertTaskOutput:
+        out = self.bert(input_ids, attention_mask, token_type_ids)
+        start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, T) each
+        loss = None
+        if start_positions is not None and end_positions is not None:
+            loss = (F.cross_entropy(start_logits, start_positions) + F.cross_entropy(end_logits, end_positions)) / 2
+        return KBertTaskOutput(
+            loss=loss, start_logits=start_logits, end_logits=end_logits,
+            hidden_states=out.hidden_states, attention_scores=out.attention_scores,
+        )
+
+
+TASK_MODELS = {
+    "classification": KBertForSequenceClassification,
+    "regression": KBertForSequenceClassification,
+    "span": KBertForQuestionAnswering,
+}
