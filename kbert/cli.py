@@ -1,0 +1,167 @@
+"""``python -m kbert.cli <stage> ...``: every stage of the pipeline, callable by hand.
+
+The Snakemake rules call exactly these commands (docs/architecture.md lists them). Each
+stage validates the config first, sets the offline switches, uses the job's thread
+budget and writes its outputs atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def _offline(config: dict) -> None:
+    """Offline presets fail at once on a stray hub call instead of retrying for minutes."""
+    if config.get("offline", True):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+
+def _load(args) -> dict:
+    from kbert.config import load_config
+    from kbert.training import set_threads
+
+    config = load_config(args.config)
+    _offline(config)
+    set_threads(args.threads or config["resources"]["threads"])
+    return config
+
+
+def cmd_data(args) -> None:
+    import pandas as pd
+
+    from kbert.data import describe_tasks
+
+    table = describe_tasks(args.source)
+    if args.task != "all":
+        from kbert.tasks import get_task
+
+        table = table[table["task"] == get_task(args.task).name]
+    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+        print(table.to_string(index=False))
+
+
+def cmd_finetune_teacher(args) -> None:
+    from kbert.recipes import finetune_teacher
+
+    finetune_teacher.run(_load(args), args.task, args.out)
+
+
+def cmd_compress(args) -> None:
+    from kbert.recipes import compress_teacher
+
+    report = compress_teacher.run(_load(args), args.student, args.out)
+    print(json.dumps({k: report[k] for k in ("kronecker", "params", "compression_factor", "relative_error_mean")}, indent=2))
+
+
+def cmd_general_kd(args) -> None:
+    from kbert.recipes import general_kd
+
+    general_kd.run(_load(args), args.student, args.init, args.out)
+
+
+def cmd_augment(args) -> None:
+    from kbert.recipes import augment_data
+
+    print(augment_data.run(_load(args), args.task, args.out))
+
+
+def cmd_task_kd(args) -> None:
+    from kbert.recipes import task_kd
+
+    task_kd.run(_load(args), args.task, args.student, args.variant, args.seed, args.init, args.teacher, args.out,
+                args.augmented)
+
+
+def cmd_aggregate(args) -> None:
+    from kbert.config import unavailable_tasks
+    from kbert.report import aggregate
+
+    config = _load(args)
+    aggregate(args.runs, args.out, unavailable=unavailable_tasks(config))
+
+
+def cmd_report(args) -> None:
+    from kbert.report import write_figures, write_tables
+
+    _load(args)
+    write_tables(args.results, os.path.join(args.results, "tables"))
+    write_figures(args.results, args.figures)
+
+
+def cmd_bench(args) -> None:
+    from kbert.bench.__main__ import main as bench_main
+
+    bench_main(args.rest)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m kbert.cli", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True)
+
+    def stage(name, func, help_text, config=True):
+        p = sub.add_parser(name, help=help_text)
+        if config:
+            p.add_argument("--config", required=True, help="config YAML (validated before anything runs)")
+            p.add_argument("--threads", type=int, default=None, help="torch threads (default: resources.threads)")
+        p.set_defaults(func=func)
+        return p
+
+    p = stage("data", cmd_data, "print every task's source, split sizes and status", config=False)
+    p.add_argument("--task", default="all")
+    p.add_argument("--source", default="bundled", choices=["bundled", "hub"])
+
+    p = stage("finetune-teacher", cmd_finetune_teacher, "fine-tune the pre-trained teacher on one task")
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", required=True)
+
+    p = stage("compress", cmd_compress, "SVD-initialise a Kronecker student from the pre-trained teacher")
+    p.add_argument("--student", required=True)
+    p.add_argument("--out", required=True)
+
+    p = stage("general-kd", cmd_general_kd, "general distillation on the text corpus")
+    p.add_argument("--student", required=True)
+    p.add_argument("--init", required=True, help="output dir of the compress stage")
+    p.add_argument("--out", required=True)
+
+    p = stage("augment", cmd_augment, "TinyBERT data augmentation of one task's training rows")
+    p.add_argument("--task", required=True)
+    p.add_argument("--out", required=True, help="parquet file")
+
+    p = stage("task-kd", cmd_task_kd, "task distillation (or an ablation variant) for one task and seed")
+    for name in ("task", "student", "variant", "init", "teacher", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", type=int, required=True)
+    p.add_argument("--augmented", default=None, help="augmentation parquet (variant full_aug only)")
+
+    p = stage("aggregate", cmd_aggregate, "collect metrics.json files into results/*.csv")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json files or run directories")
+    p.add_argument("--out", required=True)
+
+    p = stage("report", cmd_report, "paper tables and figures from results/*.csv")
+    p.add_argument("--results", required=True)
+    p.add_argument("--figures", required=True)
+
+    p = stage("bench", cmd_bench, "benchmarks: layers | models | augment (see python -m kbert.bench -h)", config=False)
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, ImportError) as err:
+        # Bad input: one clear line, no traceback (set KBERT_DEBUG=1 for the traceback).
+        if os.environ.get("KBERT_DEBUG"):
+            raise
+        print(f"kbert {args.stage}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

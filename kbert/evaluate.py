@@ -1,0 +1,108 @@
+"""Task data for the recipes, and evaluation of a task model on every eval split of its task.
+
+One result per eval split (MNLI has two), in the ``metrics.json`` format of
+docs/architecture.md: ``{eval_split, data_status, n_examples, metrics, score}``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+from kbert import data as kdata
+from kbert.metrics import compute_metrics, key_score
+from kbert.tasks import get_task
+
+
+def data_settings(config: dict, task: str) -> dict:
+    """The ``data`` section of the config with the task's overrides merged."""
+    from kbert.config import settings
+
+    return settings(config, "data", task=task)
+
+
+def split_status(task: str, split: str, rows: int, data_cfg: dict, cap: int | None) -> str:
+    """``full``/``derived``/``subset``, downgraded to ``subset`` when a cap cut the split."""
+    status = kdata.split_status(task, split, data_cfg["source"])
+    if status == "full" and cap is not None and rows >= cap:
+        return "subset"
+    return status
+
+
+def train_rows(task: str, data_cfg: dict) -> Dataset:
+    """The training rows of ``task``. A capped subset is drawn with a fixed seed, so every
+    run seed (and the augmentation stage) sees the same examples: seeds vary training only."""
+    return kdata.load_split(task, "train", source=data_cfg["source"], max_examples=data_cfg["max_train_examples"], seed=0)
+
+
+def train_features(task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = 128,
+                   extra_rows: Dataset | None = None) -> Dataset:
+    """Tokenised training examples (SQuAD: training windows), optionally plus augmented rows."""
+    spec = get_task(task)
+    rows = train_rows(task, data_cfg)
+    if extra_rows is not None:
+        from datasets import concatenate_datasets
+
+        rows = concatenate_datasets([rows, extra_rows.cast(rows.features)])
+    if spec.kind == "span":
+        return kdata.prepare_squad_train(rows, tokenizer, max_seq_length, doc_stride)
+    return kdata.encode(rows, task, tokenizer, max_seq_length)
+
+
+def model_inputs(batch: dict) -> dict:
+    """The tensors a KBert task model takes as inputs, without the labels."""
+    return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+@torch.no_grad()
+def _predict_glue(model, encoded: Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    preds, labels = [], []
+    for batch in kdata.batches(encoded, batch_size, shuffle=False):
+        logits = model(**model_inputs(batch)).logits
+        preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
+        labels.append(batch["labels"])
+    return torch.cat(preds).numpy(), torch.cat(labels).numpy()
+
+
+@torch.no_grad()
+def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, batch_size: int, version_2: bool, doc_stride: int):
+    features = kdata.prepare_squad_eval(examples, tokenizer, max_seq_length, doc_stride)
+    starts, ends = [], []
+    for batch in kdata.batches(features, batch_size, shuffle=False):  # unshuffled: rows line up with features
+        out = model(**model_inputs(batch))
+        width = batch["input_ids"].shape[1]
+        pad = max_seq_length - width  # pad logits back to a common width for post-processing
+        starts.append(torch.nn.functional.pad(out.start_logits, (0, pad), value=-1e4))
+        ends.append(torch.nn.functional.pad(out.end_logits, (0, pad), value=-1e4))
+    start_logits, end_logits = torch.cat(starts).numpy(), torch.cat(ends).numpy()
+    predictions, null_odds = kdata.postprocess_squad(examples, features, start_logits, end_logits, version_2=version_2)
+    references = {ex["id"]: list(ex["answers"]["text"]) for ex in examples}
+    return predictions, references, null_odds
+
+
+def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = 128,
+             batch_size: int = 64) -> list[dict]:
+    """Metrics of ``model`` on every eval split of ``task``."""
+    spec = get_task(task)
+    model.eval()
+    cap = data_cfg["max_eval_examples"]
+    results = []
+    for split in spec.eval_splits:
+        rows = kdata.load_split(task, split, source=data_cfg["source"], max_examples=cap, seed=0)
+        if spec.kind == "span":
+            predictions, references, null_odds = _predict_squad(
+                model, rows, tokenizer, max_seq_length, batch_size, spec.version_2_with_negative, doc_stride
+            )
+            metrics = compute_metrics(task, predictions, references, null_odds=null_odds)
+        else:
+            predictions, labels = _predict_glue(model, kdata.encode(rows, task, tokenizer, max_seq_length), batch_size)
+            metrics = compute_metrics(task, predictions, labels)
+        results.append({
+            "eval_split": split,
+            "data_status": split_status(task, split, len(rows), data_cfg, cap),
+            "n_examples": len(rows),
+            "metrics": metrics,
+            "score": key_score(task, metrics),
+        })
+    return results

@@ -1,0 +1,52 @@
+"""Stage 1 of the DAG: fine-tune the pre-trained teacher on one task.
+
+The paper gives no teacher recipe (its teacher numbers are copied from TinyBERT), so this is
+the standard BERT fine-tuning: AdamW, linear warm-up/decay, cross-entropy (MSE for STS-B,
+start/end cross-entropy for SQuAD).
+"""
+
+from __future__ import annotations
+
+import time
+
+from kbert import data as kdata
+from kbert.config import settings
+from kbert.evaluate import data_settings, evaluate, train_features
+from kbert.stage_io import provenance, resume_dir, write_stage
+from kbert.tasks import get_task
+from kbert.teachers import load_pretrained, task_model_from_encoder, tokenizer_for
+from kbert.training import TrainSettings, seed_everything, train
+
+
+def run(config: dict, task: str, out_dir: str) -> dict:
+    started = time.time()
+    spec = get_task(task)
+    s = settings(config, "teacher.finetune", task=task)
+    data_cfg = data_settings(config, task)
+    seed_everything(s["seed"])
+
+    tokenizer = tokenizer_for(config["teacher"])
+    model = task_model_from_encoder(load_pretrained(config["teacher"], s["seed"]), spec.kind, spec.num_labels, s["seed"])
+    features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"])
+
+    def batches(epoch):
+        return kdata.batches(features, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
+                             pad_token_id=tokenizer.pad_token_id)
+
+    def step_loss(batch):
+        loss = model(**batch).loss
+        return loss, {"supervised": float(loss)}
+
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
+                         warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}")
+
+    metrics = {
+        "task": task, "model": "teacher", "family": "teacher", "variant": "teacher", "augment": False,
+        "seed": s["seed"], "params": model.num_parameters_by_kind()["backbone"], "compression_factor": 1.0,
+        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
+        "train_examples": len(features),
+        "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), s["seed"]),
+    }
+    write_stage(out_dir, metrics, model, tokenizer, log)
+    return metrics

@@ -1,0 +1,76 @@
+"""Stage 3: general (pre-training) distillation of the SVD-initialised student.
+
+Teacher: the *pre-trained* encoder (not fine-tuned). Loss: embedding-output MSE +
+per-layer pre-softmax attention-score MSE + per-layer hidden-state MSE, layer l to layer l
+(paper Eq. 14 without the task terms). The paper adds MLM and NSP losses; kbert does not
+implement them (the offline MiniLM teacher has no MLM/NSP heads): docs/deviations.md.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+from datasets import Dataset
+
+from kbert import data as kdata
+from kbert.config import settings
+from kbert.losses import distillation_loss
+from kbert.modeling import KBertModel
+from kbert.provenance import sha256_json
+from kbert.stage_io import provenance, resume_dir, write_stage
+from kbert.teachers import load_pretrained, tokenizer_for
+from kbert.training import TrainSettings, seed_everything, train
+
+
+def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Dataset:
+    """Pack each document's tokens into [CLS] ... [SEP] windows of at most ``max_seq_length``."""
+    body = max_seq_length - 2
+    ids = []
+    for tokens in tokenizer(documents, add_special_tokens=False)["input_ids"]:
+        for start in range(0, len(tokens), body):
+            window = tokens[start:start + body]
+            if len(window) >= 8:  # a handful of stray tokens teaches nothing
+                ids.append([tokenizer.cls_token_id, *window, tokenizer.sep_token_id])
+    if not ids:
+        raise ValueError("the general-distillation corpus produced no sequences: is it empty?")
+    return Dataset.from_dict({
+        "input_ids": ids,
+        "token_type_ids": [[0] * len(x) for x in ids],
+        "attention_mask": [[1] * len(x) for x in ids],
+    })
+
+
+def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
+    started = time.time()
+    s = settings(config, "general_kd", student=student)
+    seed_everything(s["seed"])
+    tokenizer = tokenizer_for(config["teacher"])
+    teacher = load_pretrained(config["teacher"], s["seed"]).eval()
+    model = KBertModel.from_pretrained(Path(init_dir) / "model")
+
+    source = config["data"]["source"]
+    documents = [doc for name in s["corpus"] for doc in kdata.load_corpus(name, source=source, fraction=s["corpus_fraction"])]
+    sequences = corpus_sequences(documents, tokenizer, s["max_seq_length"])
+
+    def batches(epoch):
+        return kdata.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
+                             pad_token_id=tokenizer.pad_token_id)
+
+    def step_loss(batch):
+        with torch.no_grad():
+            t_out = teacher(**batch)
+        return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"])
+
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
+                         warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}")
+
+    metrics = {
+        "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
+        "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
+        "provenance": provenance(config, started, sha256_json(documents), s["seed"]),
+    }
+    write_stage(out_dir, metrics, model, tokenizer, log)
+    return metrics

@@ -1,0 +1,103 @@
+"""Stage 4: task distillation from the fine-tuned teacher into the student (paper §3.5).
+
+Student: the general-KD encoder (or, for the ``no_general_kd`` ablation, the SVD init),
+with the pooler and prediction head copied from the fine-tuned teacher (paper §3.7).
+Loss: embedding + attention-score + hidden MSE + logit loss + supervised loss, unweighted
+(Eq. 14), layer l to layer l. Variants (docs/architecture.md):
+
+    full           task KD on the original training data (the paper's KroneckerBERT)
+    full_aug       task KD on original + TinyBERT-augmented data
+    no_general_kd  as full, from the SVD init (Table 6, "Pre-training: None")
+    no_task_kd     fine-tune the general-KD student on labels only (Table 6, "w/o KD")
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+from datasets import Dataset
+
+from kbert import data as kdata
+from kbert.compress import count_flops, count_parameters
+from kbert.config import settings
+from kbert.evaluate import data_settings, evaluate, model_inputs, train_features
+from kbert.losses import distillation_loss
+from kbert.modeling import TASK_MODELS, KBertModel
+from kbert.stage_io import provenance, resume_dir, write_stage
+from kbert.tasks import get_task
+from kbert.teachers import task_model_from_encoder, tokenizer_for
+from kbert.training import TrainSettings, seed_everything, train
+
+VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
+
+
+def student_task_model(encoder: KBertModel, teacher, kind: str, num_labels: int):
+    """The student encoder with the fine-tuned teacher's pooler and prediction head."""
+    model = task_model_from_encoder(encoder, kind, num_labels)
+    head = "qa_outputs" if kind == "span" else "classifier"
+    getattr(model, head).load_state_dict(getattr(teacher, head).state_dict())
+    model.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
+    return model
+
+
+def augmented_rows(path: str | None) -> Dataset | None:
+    """The new rows of an augmentation parquet (its originals are already in the train split)."""
+    if path is None:
+        return None
+    frame = pd.read_parquet(path)
+    new = frame[frame["augmented"]].drop(columns=["augmented"])
+    if new.empty:
+        raise ValueError(f"{path} holds no augmented rows: nothing to add to the training data")
+    return Dataset.from_pandas(new, preserve_index=False)
+
+
+def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir: str, teacher_dir: str,
+        out_dir: str, augmented: str | None = None) -> dict:
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; variants: {list(VARIANTS)}")
+    if (variant == "full_aug") != (augmented is not None):
+        raise ValueError("variant full_aug needs --augmented FILE, and only it takes one")
+    started = time.time()
+    spec = get_task(task)
+    s = settings(config, "task_kd", task=task, student=student)
+    data_cfg = data_settings(config, task)
+    seed_everything(seed)
+
+    tokenizer = tokenizer_for(config["teacher"])
+    teacher = TASK_MODELS[spec.kind].from_pretrained(Path(teacher_dir) / "model").eval()
+    encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
+    model = student_task_model(encoder, teacher, spec.kind, spec.num_labels)
+    features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], augmented_rows(augmented))
+    weights = {"supervised": 1.0} if variant == "no_task_kd" else s["losses"]
+
+    def batches(epoch):
+        return kdata.batches(features, s["batch_size"], shuffle=True, seed=seed, epoch=epoch,
+                             pad_token_id=tokenizer.pad_token_id)
+
+    def step_loss(batch):
+        with torch.no_grad():
+            t_out = teacher(**model_inputs(batch))
+        s_out = model(**batch)
+        return distillation_loss(s_out, t_out, batch["attention_mask"], weights, spec.kind, s["temperature"])
+
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
+                         warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"task KD {student}/{variant}/{task}/seed{seed}")
+
+    dense_params = count_parameters(teacher.config)
+    params = count_parameters(model.config)
+    metrics = {
+        "task": task, "model": student, "family": config["students"][student].get("family", "kronecker"),
+        "variant": variant, "augment": variant == "full_aug", "seed": seed,
+        "params": params, "compression_factor": dense_params / params,
+        "flops": count_flops(model.config, s["max_seq_length"]),
+        "kronecker": model.config.kronecker,
+        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
+        "train_examples": len(features),
+        "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), seed),
+    }
+    write_stage(out_dir, metrics, model, tokenizer, log)
+    return metrics

@@ -1,0 +1,50 @@
+"""What every stage writes: the checkpoint, metrics.json with provenance, atomically.
+
+A stage trains with its resume checkpoint in ``<out>.partial/`` (kept when the job is
+killed, so a re-run resumes) and only renames the finished outputs onto ``<out>/``.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from kbert.config import config_hash
+from kbert.provenance import atomic_path, git_commit, write_json
+from kbert.teachers import teacher_hash
+from kbert.training import finish
+
+
+def resume_dir(out_dir: str | Path) -> Path:
+    out_dir = Path(out_dir)
+    path = out_dir.parent / f"{out_dir.name}.partial"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def provenance(config: dict, started: float, data_sha256: str | None, seed: int | None) -> dict:
+    return {
+        "git_commit": git_commit(),
+        "config_hash": config_hash(config),
+        "teacher_hash": teacher_hash(config["teacher"]),
+        "data_sha256": data_sha256,
+        "preset": config["preset"],
+        "seed": seed,
+        "wall_time_s": round(time.time() - started, 1),
+    }
+
+
+def write_stage(out_dir: str | Path, metrics: dict, model=None, tokenizer=None, log: list[dict] | None = None) -> None:
+    """Write ``model/``, ``metrics.json`` and ``train_log.json`` into ``out_dir`` in one rename."""
+    out_dir = Path(out_dir)
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        if model is not None:
+            model.save_pretrained(tmp / "model")
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp / "model")
+        if log is not None:
+            write_json(tmp / "train_log.json", log)
+        write_json(tmp / "metrics.json", metrics)
+    finish(resume_dir(out_dir))
+    resume_dir(out_dir).rmdir()

@@ -1,0 +1,155 @@
+"""The training loop every recipe shares: AdamW with linear warm-up/decay, a progress bar
+with each loss term, a checkpoint every epoch (and every ``checkpoint_every`` steps) that a
+killed job resumes from, and a hard stop on a NaN/inf loss.
+
+A recipe supplies ``batches(epoch)`` (deterministic for a given epoch, so a resumed run
+sees the same batches) and ``step_loss(batch) -> (loss, {term: value})``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from kbert.provenance import atomic_path
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int | None) -> None:
+    """Use the job's thread budget (Snakemake ``threads``), not every core of the machine."""
+    threads = threads or int(os.environ.get("KBERT_THREADS", 0)) or torch.get_num_threads()
+    torch.set_num_threads(threads)
+
+
+@dataclass
+class TrainSettings:
+    epochs: int
+    lr: float
+    steps_per_epoch: int
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    max_steps: int | None = None  # stop early (general KD budget); None = all epochs
+    checkpoint_every: int = 200  # steps; an epoch end always checkpoints
+    grad_clip: float = 1.0
+
+
+class NonFiniteLoss(FloatingPointError):
+    pass
+
+
+def _optimizer(model: torch.nn.Module, s: TrainSettings) -> torch.optim.Optimizer:
+    # BERT convention: no weight decay on biases and LayerNorm weights.
+    decay, no_decay = [], []
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            (no_decay if p.dim() < 2 or "LayerNorm" in name else decay).append(p)
+    groups = [{"params": decay, "weight_decay": s.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=s.lr)
+
+
+def _schedule(opt, total: int, warmup: int):
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, factor)
+
+
+def _rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+
+
+def train(
+    model: torch.nn.Module,
+    batches: Callable[[int], Iterable[dict]],
+    step_loss: Callable[[dict], tuple[torch.Tensor, dict[str, float]]],
+    settings: TrainSettings,
+    checkpoint_dir: str | os.PathLike,
+    desc: str = "train",
+) -> list[dict]:
+    """Train ``model`` in place; returns the per-step log ({step, epoch, loss, terms...}).
+
+    If ``checkpoint_dir/checkpoint.pt`` exists the run continues from it, giving the same
+    final weights as an uninterrupted run.
+    """
+    s = settings
+    total = s.epochs * s.steps_per_epoch if s.max_steps is None else min(s.max_steps, s.epochs * s.steps_per_epoch)
+    if total < 1:
+        raise ValueError(f"{desc}: nothing to train on (0 steps: check the data and the epochs)")
+    opt = _optimizer(model, s)
+    sched = _schedule(opt, total, int(s.warmup_ratio * total))
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT
+    step, log = 0, []
+    if ckpt_path.exists():
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        step, log = state["step"], state["log"]
+        _set_rng_state(state["rng"])
+
+    def save() -> None:
+        state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                 "step": step, "log": log, "rng": _rng_state()}
+        with atomic_path(ckpt_path) as tmp:
+            torch.save(state, tmp)
+
+    model.train()
+    bar = tqdm(total=total, initial=step, desc=desc, dynamic_ncols=True, mininterval=2.0)
+    start_epoch, skip = divmod(step, s.steps_per_epoch)
+    for epoch in range(start_epoch, s.epochs):
+        for i, batch in enumerate(batches(epoch)):
+            if epoch == start_epoch and i < skip:
+                continue  # already trained on before the interruption
+            if step >= total:
+                break
+            loss, terms = step_loss(batch)
+            if not torch.isfinite(loss):
+                shapes = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
+                raise NonFiniteLoss(
+                    f"{desc}: non-finite loss {float(loss)} at step {step} (epoch {epoch}, batch {i}); "
+                    f"terms {terms}; batch {shapes}. Lower the learning rate or check the inputs."
+                )
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
+            opt.step()
+            sched.step()
+            step += 1
+            log.append({"step": step, "epoch": epoch, "loss": loss.item(), **terms})
+            bar.update(1)
+            bar.set_postfix({k: f"{v:.3g}" for k, v in log[-1].items() if k not in ("step", "epoch")}, refresh=False)
+            if step % s.checkpoint_every == 0:
+                save()
+        save()
+        if step >= total:
+            break
+    bar.close()
+    model.eval()
+    return log
+
+
+def finish(checkpoint_dir: str | os.PathLike) -> None:
+    """Drop the resume checkpoint once the stage's outputs are written."""
+    (Path(checkpoint_dir) / CHECKPOINT).unlink(missing_ok=True)
