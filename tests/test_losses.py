@@ -1,0 +1,89 @@
+"""Distillation losses: zero when student == teacher, masking, and pinned golden values."""
+
+import pytest
+import torch
+
+from kbert.compress import compress
+from kbert.losses import attention_score_mse, distillation_loss, masked_mse, soft_cross_entropy
+from kbert.modeling import KBertConfig, KBertForSequenceClassification
+
+TINY = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+            max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+ALL = {"embedding": 1.0, "attention": 1.0, "hidden": 1.0, "logit": 1.0, "supervised": 1.0}
+
+
+def _batch():
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 100, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    mask[2, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+            "labels": torch.tensor([0, 2, 1])}
+
+
+def _pair():
+    torch.manual_seed(0)
+    teacher = KBertForSequenceClassification(KBertConfig(**TINY, num_labels=3)).eval()
+    student, _ = compress(teacher, {"attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 2})
+    return teacher, student
+
+
+def test_every_intermediate_term_is_zero_when_student_is_teacher():
+    teacher, _ = _pair()
+    batch = _batch()
+    out = teacher(**batch)
+    _, terms = distillation_loss(out, out, batch["attention_mask"], ALL, "classification")
+    for name in ("embedding", "attention", "hidden"):
+        assert terms[name] == 0.0
+    # Soft CE of a distribution with itself is its entropy, the minimum over student logits.
+    logits = out.logits.detach().requires_grad_(True)
+    soft_cross_entropy(logits, out.logits.detach(), 1.0).backward()
+    assert logits.grad.abs().max() < 1e-6
+
+
+def test_padding_never_enters_the_losses():
+    s, t = torch.randn(2, 5, 4), torch.randn(2, 5, 4)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+    t2 = t.clone()
+    t2[0, 3:] += 100.0  # change only padded positions
+    assert masked_mse(s, t, mask) == pytest.approx(float(masked_mse(s, t2, mask)))
+    scores_s, scores_t = torch.randn(2, 3, 5, 5), torch.randn(2, 3, 5, 5)
+    scores_t2 = scores_t.clone()
+    scores_t2[0, :, :, 3:] = torch.finfo(torch.float32).min  # the additive mask on padded keys
+    scores_t2[0, :, 3:, :] = 7.0  # padded queries
+    full = attention_score_mse(scores_s, scores_t2, mask)
+    assert torch.isfinite(full)
+    valid = mask[:, :, None] * mask[:, None, :]
+    selected = valid[:, None].expand_as(scores_s).bool()
+    expected = ((scores_s - scores_t2)[selected] ** 2).mean()
+    assert float(full) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_depth_mismatch_is_a_clear_error():
+    teacher, student = _pair()
+    batch = _batch()
+    t_out = teacher(**batch)
+    s_out = student(**batch)
+    s_out.hidden_states = s_out.hidden_states[:-1]
+    with pytest.raises(ValueError, match="depths must match"):
+        distillation_loss(s_out, t_out, batch["attention_mask"], ALL, "classification")
+
+
+def test_all_terms_off_is_an_error():
+    teacher, _ = _pair()
+    out = teacher(**_batch())
+    with pytest.raises(ValueError, match="switched off"):
+        distillation_loss(out, out, _batch()["attention_mask"], {k: 0.0 for k in ALL}, "classification")
+
+
+def test_golden_losses_on_tiny_models():
+    """Pinned values: a change here means the loss definitions (or the model) changed."""
+    teacher, student = _pair()
+    batch = _batch()
+    total, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL, "classification")
+    assert terms == pytest.approx(GOLDEN, rel=1e-3, abs=1e-6)
+    assert total.item() == pytest.approx(sum(GOLDEN.values()), rel=1e-3)
+
+
+GOLDEN = {"embedding": 0.144725, "attention": 6.8e-05, "hidden": 0.291217, "logit": 1.098609, "supervised": 1.098562}

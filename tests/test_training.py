@@ -1,0 +1,76 @@
+"""The shared training loop: it learns, it resumes to identical weights, it stops on NaN."""
+
+import pytest
+import torch
+
+from kbert.training import NonFiniteLoss, TrainSettings, train
+
+
+def _problem(seed=0):
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g)
+    y = x.sum(-1, keepdim=True)
+
+    def batches(epoch):
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(100 + epoch))
+        for i in range(0, 64, 16):
+            idx = order[i:i + 16]
+            yield {"x": x[idx], "y": y[idx]}
+
+    def step_loss(batch):
+        loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        return loss, {"mse": loss.item()}
+
+    return model, batches, step_loss
+
+
+SETTINGS = dict(epochs=3, lr=1e-2, steps_per_epoch=4, checkpoint_every=3)
+
+
+def test_training_lowers_the_loss(tmp_path):
+    model, batches, step_loss = _problem()
+    log = train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path)
+    assert len(log) == 12
+    assert log[-1]["loss"] < log[0]["loss"]
+
+
+def test_resume_after_interruption_gives_identical_weights(tmp_path):
+    model, batches, step_loss = _problem()
+    train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path / "straight")
+
+    # Interrupted run: stop after 7 steps (mid-epoch; last checkpoint at step 6).
+    interrupted, batches2, step_loss2 = _problem()
+    calls = {"n": 0}
+
+    def dying_loss(batch):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise KeyboardInterrupt
+        return step_loss2(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, batches2, dying_loss, TrainSettings(**SETTINGS), tmp_path / "resumed")
+    resumed, batches3, step_loss3 = _problem(seed=123)  # a fresh process: different init
+    log = train(resumed, batches3, step_loss3, TrainSettings(**SETTINGS), tmp_path / "resumed")
+    assert len(log) == 12
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b)
+
+
+def test_nan_loss_stops_with_the_step_and_terms(tmp_path):
+    model, batches, _ = _problem()
+
+    def nan_loss(batch):
+        loss = model(batch["x"]).sum() * float("nan")
+        return loss, {"mse": float("nan")}
+
+    with pytest.raises(NonFiniteLoss, match=r"step 0 .*terms \{'mse': nan\}"):
+        train(model, batches, nan_loss, TrainSettings(**SETTINGS), tmp_path)
+
+
+def test_zero_steps_is_an_error(tmp_path):
+    model, batches, step_loss = _problem()
+    with pytest.raises(ValueError, match="nothing to train on"):
+        train(model, batches, step_loss, TrainSettings(epochs=1, lr=1e-3, steps_per_epoch=0), tmp_path)
