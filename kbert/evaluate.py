@@ -76,9 +76,12 @@ def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, bat
         starts.append(torch.nn.functional.pad(out.start_logits, (0, pad), value=-1e4))
         ends.append(torch.nn.functional.pad(out.end_logits, (0, pad), value=-1e4))
     start_logits, end_logits = torch.cat(starts).numpy(), torch.cat(ends).numpy()
-    predictions, null_odds = kdata.postprocess_squad(examples, features, start_logits, end_logits, version_2=version_2)
-    references = {ex["id"]: list(ex["answers"]["text"]) for ex in examples}
-    return predictions, references, null_odds
+    # Best (for v2: best non-null) span and its null odds; the v2 metric applies the null
+    # threshold itself and also reports the best threshold (HF run_qa semantics).
+    best = kdata.squad_best_spans(examples, features, start_logits, end_logits, version_2=version_2)
+    predictions = {qid: text for qid, (text, _) in best.items()}
+    null_odds = {qid: odds for qid, (_, odds) in best.items()} if version_2 else None
+    return predictions, kdata.squad_references(examples), null_odds
 
 
 def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = 128,
@@ -94,7 +97,7 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
             predictions, references, null_odds = _predict_squad(
                 model, rows, tokenizer, max_seq_length, batch_size, spec.version_2_with_negative, doc_stride
             )
-            metrics = compute_metrics(task, predictions, references, null_odds=null_odds)
+            metrics = compute_metrics(task, predictions, references, null_odds=null_odds, null_threshold=0.0)
         else:
             predictions, labels = _predict_glue(model, kdata.encode(rows, task, tokenizer, max_seq_length), batch_size)
             metrics = compute_metrics(task, predictions, labels)

@@ -1,0 +1,249 @@
+"""Task registry: every GLUE and SQuAD task kbert runs, written as data.
+
+One ``TaskSpec`` per task says what the text columns are, what the labels mean (in the
+Hugging Face ``datasets`` order, which our models and the hub share), which metrics go
+into the result columns, which of them the paper's tables show, and where the data
+comes from: the hub (paper preset) or the bundled files under ``data/`` (offline preset).
+Code elsewhere reads these fields; nothing branches on a task name.
+
+Offline data is real but incomplete (``data/PROVENANCE.md``). Every offline split
+therefore carries a status:
+
+- ``full``: the official split, every row;
+- ``subset``: real rows of the official split, but not all of them;
+- ``derived``: the task has no offline train split, so one bundled file is cut into
+  train and eval by a deterministic rule (``Derived``); scores are not comparable with
+  the official dev numbers;
+- ``unavailable``: no offline data at all (QQP). The task stays in the registry so
+  that it is reported as missing, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+STATUSES = ("full", "subset", "derived", "unavailable")
+KINDS = ("classification", "regression", "span")
+
+
+@dataclass(frozen=True)
+class HubSource:
+    """A dataset on the Hugging Face Hub: ``load_dataset(path, name, split=splits[ours])``."""
+
+    path: str                       # "nyu-mll/glue"
+    name: str                       # config: "mrpc", "plain_text", ...
+    splits: dict[str, str]          # our split name -> hub split name
+    sizes: dict[str, int]           # official row counts, for `describe_tasks` and checks
+
+
+@dataclass(frozen=True)
+class Derived:
+    """Cut one bundled file into train and eval, by groups so no group is in both.
+
+    Groups (a premise, a question, an article) are ranked by sha256("<task>:<key>");
+    the first ``round(eval_fraction * n_groups)`` ranks are eval, the rest train. The
+    ranking makes the cut exact in group counts and independent of file order.
+    """
+
+    group_by: str                   # column whose value identifies a document
+    part: str                       # "train" | "eval"
+    eval_fraction: float = 0.5
+
+
+@dataclass(frozen=True)
+class OfflineSplit:
+    """The bundled files (paths relative to ``data/``) that make one split, concatenated."""
+
+    files: tuple[str, ...]
+    status: str
+    columns: tuple[str, ...] | None = None   # names for a header-less TSV
+    derived: Derived | None = None
+    note: str = ""
+
+    def __post_init__(self):
+        if self.status not in STATUSES:
+            raise ValueError(f"status {self.status!r} is not one of {STATUSES}")
+        if (self.status == "unavailable") != (not self.files):
+            raise ValueError("an offline split has files exactly when it is available")
+        if (self.status == "derived") != (self.derived is not None):
+            raise ValueError("status 'derived' and a Derived rule go together")
+
+
+def unavailable(note: str) -> OfflineSplit:
+    return OfflineSplit(files=(), status="unavailable", note=note)
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    name: str                       # "mrpc", "mnli", "squad_v1", ...
+    kind: str                       # "classification" | "regression" | "span"
+    text_columns: tuple[str, ...]   # ("sentence1", "sentence2"); SQuAD: ("question", "context")
+    label_names: tuple[str, ...]    # HF order; () for regression/span
+    metrics: tuple[str, ...]        # full result-column names, e.g. ("mrpc_f1", "mrpc_acc")
+    key_metrics: tuple[str, ...]    # what the paper's tables show; score = their mean
+    max_seq_length: int             # 128 GLUE, 384 SQuAD
+    eval_splits: tuple[str, ...]    # ("validation_matched", "validation_mismatched") for MNLI
+    hub: HubSource
+    offline: dict[str, OfflineSplit]    # "train" and every eval split
+    version_2_with_negative: bool = False   # SQuAD v2.0: questions may have no answer
+    doc_stride: int = 128                   # SQuAD sliding-window overlap (HF run_qa default)
+    label_column: str = field(default="label")
+
+    def __post_init__(self):
+        if self.kind not in KINDS:
+            raise ValueError(f"{self.name}: kind {self.kind!r} is not one of {KINDS}")
+        if not set(self.key_metrics) <= set(self.metrics):
+            raise ValueError(f"{self.name}: key metrics {self.key_metrics} not in {self.metrics}")
+        if set(self.offline) != {"train", *self.eval_splits}:
+            raise ValueError(f"{self.name}: offline splits {sorted(self.offline)} must be "
+                             f"train + {list(self.eval_splits)}")
+        if set(self.hub.splits) != {"train", *self.eval_splits}:
+            raise ValueError(f"{self.name}: hub splits must be train + {list(self.eval_splits)}")
+
+    @property
+    def num_labels(self) -> int:
+        """Output units of the task head: 1 for regression, 2 (start/end) for spans."""
+        return {"classification": len(self.label_names), "regression": 1, "span": 2}[self.kind]
+
+    @property
+    def is_regression(self) -> bool:
+        return self.kind == "regression"
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return ("train", *self.eval_splits)
+
+    @property
+    def available_offline(self) -> bool:
+        return any(s.status != "unavailable" for s in self.offline.values())
+
+
+# ---------------------------------------------------------------------------- GLUE
+
+def _glue_hub(config: str, sizes: dict[str, int]) -> HubSource:
+    return HubSource("nyu-mll/glue", config, {split: split for split in sizes}, sizes)
+
+
+def _parquet(folder: str, split: str, status: str = "full") -> OfflineSplit:
+    return OfflineSplit(files=(f"glue/{folder}/{split}.parquet",), status=status)
+
+
+def _glue(name, text_columns, label_names, metrics, key_metrics, hub_sizes, offline,
+          eval_splits=("validation",)) -> TaskSpec:
+    kind = "regression" if not label_names else "classification"
+    return TaskSpec(
+        name=name, kind=kind, text_columns=text_columns, label_names=label_names,
+        metrics=tuple(f"{name}_{m}" for m in metrics),
+        key_metrics=tuple(f"{name}_{m}" for m in key_metrics),
+        max_seq_length=128, eval_splits=eval_splits,
+        hub=_glue_hub(name, hub_sizes), offline=offline,
+    )
+
+
+GLUE = [
+    _glue("cola", ("sentence",), ("unacceptable", "acceptable"), ["mcc"], ["mcc"],
+          {"train": 8551, "validation": 1043},
+          {"train": _parquet("CoLA", "train"), "validation": _parquet("CoLA", "validation")}),
+    _glue("sst2", ("sentence",), ("negative", "positive"), ["acc"], ["acc"],
+          {"train": 67349, "validation": 872},
+          # The official train parquet is LFS-only in the source; ALPS re-split the very
+          # same 67,349 rows into two TSVs, so together they are the full train split.
+          {"train": OfflineSplit(("glue/SST-2/alps_train_part.tsv", "glue/SST-2/alps_dev_part.tsv"),
+                                 "full", note="ALPS train_part + dev_part = official train"),
+           "validation": _parquet("SST-2", "validation")}),
+    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+          ["f1", "acc"], ["f1", "acc"], {"train": 3668, "validation": 408},
+          {"train": _parquet("MRPC", "train"), "validation": _parquet("MRPC", "validation")}),
+    _glue("stsb", ("sentence1", "sentence2"), (), ["pearson", "spearman"],
+          ["pearson", "spearman"], {"train": 5749, "validation": 1500},
+          {"train": _parquet("STS-B", "train"), "validation": _parquet("STS-B", "validation")}),
+    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"),
+          ["f1", "acc"], ["f1", "acc"], {"train": 363846, "validation": 40430},
+          {"train": unavailable("QQP exists only as Git-LFS pointers in the source repo"),
+           "validation": unavailable("QQP exists only as Git-LFS pointers in the source repo")}),
+    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+          ["acc"], ["acc"],
+          {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832},
+          # Only the two 1,000-example TextFooler dev subsets exist offline. Train on half
+          # of the *matched* subset (split by premise, so no premise is in both halves)
+          # and keep the mismatched subset whole: its genres stay unseen in training,
+          # which is what "mismatched" means.
+          {"train": OfflineSplit(("glue/MNLI/textfooler_matched.tsv",), "derived",
+                                 columns=("label", "premise", "hypothesis"),
+                                 derived=Derived("premise", "train")),
+           "validation_matched": OfflineSplit(("glue/MNLI/textfooler_matched.tsv",), "derived",
+                                              columns=("label", "premise", "hypothesis"),
+                                              derived=Derived("premise", "eval")),
+           "validation_mismatched": OfflineSplit(("glue/MNLI/textfooler_mismatched.tsv",),
+                                                 "subset",
+                                                 columns=("label", "premise", "hypothesis"))},
+          eval_splits=("validation_matched", "validation_mismatched")),
+    _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment"), ["acc"], ["acc"],
+          {"train": 104743, "validation": 5463},
+          # Only QNLI dev exists offline: split it by question so that no question is
+          # seen in training with one sentence and evaluated with another.
+          {"train": OfflineSplit(("glue/QNLI/validation.parquet",), "derived",
+                                 derived=Derived("question", "train")),
+           "validation": OfflineSplit(("glue/QNLI/validation.parquet",), "derived",
+                                      derived=Derived("question", "eval"))}),
+    _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ["acc"], ["acc"],
+          {"train": 2490, "validation": 277},
+          {"train": _parquet("RTE", "train"), "validation": _parquet("RTE", "validation")}),
+    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ["acc"], ["acc"],
+          {"train": 635, "validation": 71},
+          {"train": _parquet("WNLI", "train"), "validation": _parquet("WNLI", "validation")}),
+]
+
+# ---------------------------------------------------------------------------- SQuAD
+
+SQUAD_V2_COLUMNS = ("em", "f1", "hasans_em", "hasans_f1", "noans_em", "noans_f1",
+                    "best_em", "best_em_thresh", "best_f1", "best_f1_thresh")
+
+SQUAD = [
+    TaskSpec(
+        name="squad_v1", kind="span", text_columns=("question", "context"), label_names=(),
+        metrics=("squad_v1_em", "squad_v1_f1"), key_metrics=("squad_v1_em", "squad_v1_f1"),
+        max_seq_length=384, eval_splits=("validation",),
+        hub=HubSource("rajpurkar/squad", "plain_text",
+                      {"train": "train", "validation": "validation"},
+                      {"train": 87599, "validation": 10570}),
+        offline={
+            # The first 44 train articles (Du et al. 2017 QG split); full train is not offline.
+            "train": OfflineSplit(("squad/train-v1.1.first44articles.json",), "subset",
+                                  note="first 44 of 442 train articles"),
+            "validation": OfflineSplit(("squad/dev-v1.1.json",), "full"),
+        },
+    ),
+    TaskSpec(
+        name="squad_v2", kind="span", text_columns=("question", "context"), label_names=(),
+        metrics=tuple(f"squad_v2_{m}" for m in SQUAD_V2_COLUMNS),
+        key_metrics=("squad_v2_em", "squad_v2_f1"),
+        max_seq_length=384, eval_splits=("validation",),
+        hub=HubSource("rajpurkar/squad_v2", "squad_v2",
+                      {"train": "train", "validation": "validation"},
+                      {"train": 130319, "validation": 11873}),
+        offline={
+            # Only half of v2.0 dev (16 articles, CS224n) has answers offline: split it by
+            # article so that no paragraph is both trained on and evaluated.
+            "train": OfflineSplit(("squad/dev-v2.0.cs224n-half.json",), "derived",
+                                  derived=Derived("title", "train")),
+            "validation": OfflineSplit(("squad/dev-v2.0.cs224n-half.json",), "derived",
+                                       derived=Derived("title", "eval")),
+        },
+        version_2_with_negative=True,
+    ),
+]
+
+TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in GLUE + SQUAD}
+GLUE_TASKS = tuple(spec.name for spec in GLUE)
+SQUAD_TASKS = tuple(spec.name for spec in SQUAD)
+
+
+def get_task(name: str | TaskSpec) -> TaskSpec:
+    """The spec of ``name`` (a spec passes through); ValueError lists the valid names."""
+    if isinstance(name, TaskSpec):
+        return name
+    key = str(name).strip().lower()
+    if key not in TASKS:
+        raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
+    return TASKS[key]
