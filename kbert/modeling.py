@@ -295,12 +295,6 @@ class KBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
             module.reset_parameters()
 
-    def num_parameters_by_kind(self) -> dict[str, int]:
-        """Parameter counts split into encoder+embeddings+pooler (``backbone``) and task ``head``."""
-        total = sum(p.numel() for p in self.parameters())
-        backbone = sum(p.numel() for p in self.bert.parameters()) if hasattr(self, "bert") else total
-        return {"backbone": backbone, "head": total - backbone, "total": total}
-
 
 class KBertModel(KBertPreTrainedModel):
     base_model_prefix = ""

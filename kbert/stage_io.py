@@ -34,9 +34,15 @@ def provenance(config: dict, started: float, data_sha256: str | None, seed: int 
     }
 
 
-def write_stage(out_dir: str | Path, metrics: dict, model=None, tokenizer=None, log: list[dict] | None = None) -> None:
-    """Write ``model/``, ``metrics.json`` and ``train_log.json`` into ``out_dir`` in one rename."""
+def write_stage(out_dir: str | Path, metrics: dict, model=None, tokenizer=None, log: list[dict] | None = None,
+                config: dict | None = None) -> None:
+    """Write ``model/``, ``metrics.json`` and ``train_log.json`` into ``out_dir`` in one rename.
+
+    With ``config``, the row records which teacher it belongs to (the tables name it).
+    """
     out_dir = Path(out_dir)
+    if config is not None:
+        metrics = {"teacher": config["teacher"]["name"], **metrics}
     with atomic_path(out_dir) as tmp:
         tmp.mkdir()
         if model is not None:

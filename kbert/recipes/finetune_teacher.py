@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 
 from kbert import data as kdata
+from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
 from kbert.evaluate import data_settings, evaluate, train_features
 from kbert.stage_io import provenance, resume_dir, write_stage
@@ -35,7 +36,7 @@ def run(config: dict, task: str, out_dir: str) -> dict:
 
     def step_loss(batch):
         loss = model(**batch).loss
-        return loss, {"supervised": float(loss)}
+        return loss, {"supervised": loss.item()}
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
@@ -43,10 +44,11 @@ def run(config: dict, task: str, out_dir: str) -> dict:
 
     metrics = {
         "task": task, "model": "teacher", "family": "teacher", "variant": "teacher", "augment": False,
-        "seed": s["seed"], "params": model.num_parameters_by_kind()["backbone"], "compression_factor": 1.0,
+        "seed": s["seed"], "params": count_parameters(model.config), "compression_factor": 1.0,
+        "flops": count_flops(model.config, s["max_seq_length"]),
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
         "train_examples": len(features),
         "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), s["seed"]),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log)
+    write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

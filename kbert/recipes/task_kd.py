@@ -99,5 +99,5 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "train_examples": len(features),
         "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), seed),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log)
+    write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

@@ -1,0 +1,236 @@
+"""kbert.report on synthetic runs: CSV layout, seed statistics, retention, tables, figures."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from kbert import report
+
+STUDENTS = {"kroneckerbert_8": (14_654_216, 7.47, 5.475e9),
+            "kroneckerbert_21": (5_228_272, 20.9, 1.403e9)}
+TEACHER = "all-MiniLM-L6-v2"      # the config's teacher name; the teacher's model is "teacher"
+# (model, variant, task, seed) -> metrics; MRPC F1 of kroneckerbert_8 is the hand-worked case.
+MRPC = {("kroneckerbert_8", "full", 0): (0.80, 0.70), ("kroneckerbert_8", "full", 1): (0.84, 0.74),
+        ("kroneckerbert_21", "full", 0): (0.76, 0.66), ("kroneckerbert_21", "full", 1): (0.78, 0.68),
+        ("kroneckerbert_8", "no_general_kd", 0): (0.60, 0.55),
+        ("kroneckerbert_8", "no_general_kd", 1): (0.64, 0.57)}
+SQUAD = {("kroneckerbert_8", "full", 0): (0.60, 0.70), ("kroneckerbert_8", "full", 1): (0.62, 0.72),
+         ("kroneckerbert_21", "full", 0): (0.50, 0.60), ("kroneckerbert_21", "full", 1): (0.52, 0.62)}
+TEACHER_MRPC = (0.88, 0.80)
+TEACHER_SQUAD = (0.70, 0.80)
+
+
+def metrics_json(model, family, variant, task, seed, metrics, params, cf, flops):
+    return {"task": task, "model": model, "family": family, "variant": variant, "augment": False,
+            "teacher": TEACHER if family == "teacher" else None,
+            "seed": seed, "params": params, "compression_factor": cf, "flops": flops,
+            "results": [{"eval_split": "validation", "data_status": "full", "n_examples": 408,
+                         "metrics": metrics, "score": sum(metrics.values()) / len(metrics)}],
+            "provenance": {"git_commit": "abc", "config_hash": "cfg", "teacher_hash": "t",
+                           "data_sha256": "d", "preset": "test", "wall_time_s": 1.0}}
+
+
+def write_runs(root):
+    records = [metrics_json("teacher", "teacher", "teacher", "mrpc", 0,
+                            dict(zip(("mrpc_f1", "mrpc_acc"), TEACHER_MRPC)), 22_700_000, 1.0, 2.9e9),
+               metrics_json("teacher", "teacher", "teacher", "squad_v1", 0,
+                            dict(zip(("squad_v1_em", "squad_v1_f1"), TEACHER_SQUAD)),
+                            22_700_000, 1.0, 2.9e9)]
+    for (model, variant, seed), (f1, acc) in MRPC.items():
+        records.append(metrics_json(model, "kronecker", variant, "mrpc", seed,
+                                    {"mrpc_f1": f1, "mrpc_acc": acc}, *STUDENTS[model]))
+    for (model, variant, seed), (em, f1) in SQUAD.items():
+        records.append(metrics_json(model, "kronecker", variant, "squad_v1", seed,
+                                    {"squad_v1_em": em, "squad_v1_f1": f1}, *STUDENTS[model]))
+    for i, record in enumerate(records):
+        run = root / "runs" / f"run{i}"
+        run.mkdir(parents=True)
+        (run / "metrics.json").write_text(json.dumps(record))
+    compress = root / "runs" / "compress"          # a stage without results: skipped
+    compress.mkdir()
+    (compress / "metrics.json").write_text(json.dumps({"params": 1, "model": "x"}))
+
+
+def write_efficiency(results):
+    common = {"config": "test", "threads": 2, "batch": 8, "seq_len": 128, "latency_ms_iqr": 0.1,
+              "throughput_median": 10.0, "notes": ""}
+    models = [dict(common, benchmark="models", subject=TEACHER, params=22_700_000, flops=2.9e9,
+                   latency_ms_median=10.0, speedup=1.0, flop_bound=1.0, fraction_of_bound=1.0),
+              dict(common, benchmark="models", subject="kroneckerbert_8", params=3_000_000,
+                   flops=0.7e9, latency_ms_median=5.0, speedup=2.0, flop_bound=4.1,
+                   fraction_of_bound=0.49)]
+    pd.DataFrame(models).to_csv(results / "efficiency.csv", index=False)
+    layers = [dict(common, benchmark="layers", subject="kroneckerbert_8/attention", params=10,
+                   flops=10, latency_ms_median=1.0, speedup=2.5, flop_bound=4.0,
+                   fraction_of_bound=0.62)]
+    pd.DataFrame(layers).to_csv(results / "efficiency_layers.csv", index=False)
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("report")
+    write_runs(root)
+    results = root / "results"
+    frames = report.aggregate([root / "runs"], results,
+                              unavailable=["qqp", {"task": "squad_v2", "reason": "no data"}])
+    write_efficiency(results)
+    tables = report.write_tables(results)
+    figures = report.write_figures(results, root / "figures")
+    return {"root": root, "results": results, "frames": frames, "tables": tables,
+            "figures": figures}
+
+
+def read(outputs, name):
+    return pd.read_csv(outputs["results"] / name)
+
+
+def test_result_files_have_the_contract_columns(outputs):
+    required = ["model", "family", "variant", "augment", "task", "eval_split", "data_status",
+                "n_examples", "seed", "score", "params", "compression_factor", "flops", "teacher",
+                "preset", "git_commit", "config_hash", "teacher_hash", "data_sha256", "wall_time_s"]
+    for name in ("glue", "squad", "teacher", "ablation"):
+        assert set(required) <= set(read(outputs, f"{name}.csv").columns), name
+    assert {"mrpc_f1", "mrpc_acc"} <= set(read(outputs, "glue.csv").columns)
+    assert "squad_v1_f1" not in read(outputs, "glue.csv").columns
+    assert {"squad_v1_em", "squad_v1_f1"} <= set(read(outputs, "squad.csv").columns)
+
+
+def test_one_row_per_model_variant_task_seed_split(outputs):
+    glue = read(outputs, "glue.csv")
+    scored = glue[glue["data_status"] != "unavailable"]
+    keys = list(zip(scored["model"], scored["variant"], scored["task"], scored["seed"],
+                    scored["eval_split"]))
+    expected = {(m, v, "mrpc", s, "validation") for m, v, s in MRPC} | {
+        ("teacher", "teacher", "mrpc", 0, "validation")}
+    assert sorted(keys) == sorted(expected)
+    squad = read(outputs, "squad.csv")
+    assert len(squad[squad["task"] == "squad_v1"]) == len(SQUAD) + 1
+    assert set(read(outputs, "teacher.csv")["model"]) == {"teacher"}
+    assert (read(outputs, "glue.csv")["teacher"] == TEACHER).all()
+
+
+def test_ablation_has_variants_and_their_full_counterparts(outputs):
+    ablation = read(outputs, "ablation.csv")
+    assert set(zip(ablation["model"], ablation["variant"])) == {
+        ("kroneckerbert_8", "full"), ("kroneckerbert_8", "no_general_kd")}
+    assert set(ablation["task"]) == {"mrpc"}
+
+
+def test_unavailable_tasks_are_rows_not_gaps(outputs):
+    glue = read(outputs, "glue.csv")
+    qqp = glue[glue["task"] == "qqp"]
+    assert set(qqp["data_status"]) == {"unavailable"}
+    assert set(qqp["model"]) == {"teacher", "kroneckerbert_8", "kroneckerbert_21"}
+    assert qqp["mrpc_f1"].isna().all() and qqp["score"].isna().all()
+    squad_v2 = read(outputs, "squad.csv").query("task == 'squad_v2'")
+    assert set(squad_v2["notes"]) == {"no data"}
+
+
+def test_summary_mean_sd_median_n(outputs):
+    summary = read(outputs, "glue_summary.csv")
+    row = summary.query("model == 'kroneckerbert_8' and variant == 'full' and task == 'mrpc'")
+    assert len(row) == 1
+    row = row.iloc[0]
+    assert row["mrpc_f1_mean"] == pytest.approx(0.82)
+    assert row["mrpc_f1_sd"] == pytest.approx(math.sqrt(2 * 0.02 ** 2))
+    assert row["mrpc_f1_median"] == pytest.approx(0.82)
+    assert row["mrpc_acc_mean"] == pytest.approx(0.72)
+    assert row["n"] == 2
+    assert row["score_mean"] == pytest.approx((0.82 + 0.72) / 2)
+
+
+def test_retention_hand_worked(outputs):
+    retention = read(outputs, "retention.csv")
+    row = retention.query("model == 'kroneckerbert_8' and variant == 'full' "
+                          "and metric == 'mrpc_f1'").iloc[0]
+    assert row["teacher"] == TEACHER
+    assert row["retention_pct"] == pytest.approx(0.82 / 0.88 * 100)     # 93.18
+    assert report.retention_pct(0.5, 0.0) != report.retention_pct(0.5, 0.0)  # NaN for teacher 0
+
+
+def test_tables_show_paper_and_ours(outputs):
+    tables = outputs["results"] / "tables"
+    assert {p.name for p in outputs["tables"]} >= {
+        "table1_shapes_params_flops.md", "table2_glue_cf_lt_10.md", "table2_glue_cf_lt_10.tex",
+        "table3_glue_extreme.md", "table4_7_glue_dev.md", "table5_squad.md",
+        "table6_ablation.md"}
+    table2 = (tables / "table2_glue_cf_lt_10.md").read_text()
+    assert "| 83.0 | 82.7 |" in table2                 # KroneckerBERT_8 MNLI-m/mm as printed
+    assert "82.0 ± 2.8*" in table2                     # ours, dev split marked
+    assert "93.2" in table2                            # retention 0.82 / 0.88
+    assert "n/a (unavailable offline)" in table2       # QQP
+    assert "kroneckerbert_21" not in table2            # CF >= 10 goes to Table 3
+    assert "kroneckerbert_21 (full)" in (tables / "table3_glue_extreme.md").read_text()
+    squad = (tables / "table5_squad.md").read_text()
+    assert "61.0 ± 1.4" in squad and "78.1" in squad and "n/a (no data)" in squad
+    ablation = (tables / "table6_ablation.md").read_text()
+    assert "kroneckerbert_8 (no_general_kd)" in ablation and "70.8" in ablation
+    table1 = (tables / "table1_shapes_params_flops.md").read_text()
+    assert "14,654,216" in table1 and "7.57x" not in table1 and "7.6x" in table1
+    tex = (tables / "table2_glue_cf_lt_10.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"82.0 $\pm$ 2.8*" in tex
+
+
+def test_figures_exist_and_are_not_empty(outputs):
+    names = {p.name for p in outputs["figures"]}
+    for stem in ("score_vs_params", "score_vs_flops", "retention", "ablation", "speed_vs_flops"):
+        for suffix in (".png", ".pdf"):
+            assert f"{stem}{suffix}" in names
+    assert all(p.stat().st_size > 1000 for p in outputs["figures"])
+
+
+def test_figures_skip_cleanly_without_inputs(tmp_path, caplog):
+    with caplog.at_level("INFO"):
+        assert report.write_figures(tmp_path, tmp_path / "figures") == []
+    assert "skipping" in caplog.text
+    assert list((tmp_path / "figures").iterdir()) == []
+
+
+def test_tables_without_results_show_only_published(tmp_path):
+    report.write_tables(tmp_path)
+    table2 = (tmp_path / "tables" / "table2_glue_cf_lt_10.md").read_text()
+    assert "KroneckerBERT_8" in table2 and "ours" not in table2.split("\n- ")[0]
+
+
+def test_published_yaml_is_complete():
+    published = report.load_published()
+    for table_id, table in published["tables"].items():
+        assert table["citation"] and table["ref"], table_id
+        assert table["source"] in published["sources"], table_id
+        assert table["split"] in {"test", "dev", "n/a"}, table_id
+        keys = [report.column_spec(published, c)["key"] for c in table["columns"]]
+        for row in table["rows"]:
+            assert set(row) <= {"model", "label", "variant", "role", "values", "notes", "id"}, row
+            assert set(row["values"]) <= set(keys), (table_id, row["id"])
+    kb8 = report.published_row(published, "kb_table2", "kroneckerbert_8")["values"]
+    assert kb8["mnli_m"] == 83.0 and published["models"]["kroneckerbert_8"]["params_m"] == 14.3
+    assert published["models"]["mobilebert_tiny"]["gflops"] == 3.1
+
+
+def test_split_tags_separate_mnli_halves():
+    assert report.split_tag("validation_matched") == "matched"
+    assert report.split_tag("validation_mismatched") == "mismatched"
+    assert report.split_tag("validation") == ""
+    assert report.split_kind("test") == "test" and report.split_kind("validation") == "dev"
+
+
+def test_our_cell_prefers_the_papers_split_and_picks_mnli_halves():
+    summary = pd.DataFrame({
+        "task": ["mnli", "mnli", "mrpc", "mrpc"],
+        "eval_split": ["validation_matched", "validation_mismatched", "validation", "test"],
+        "data_status": ["subset", "subset", "full", "full"],
+        "notes": [None] * 4, "n": [1, 1, 1, 1],
+        "mnli_acc_mean": [0.70, 0.71, None, None], "mnli_acc_sd": [None] * 4,
+        "mrpc_f1_mean": [None, None, 0.80, 0.78], "mrpc_f1_sd": [None] * 4})
+    published = report.load_published()
+    cell = report.our_cell(summary, report.column_spec(published, "mnli_mm"), "dev")
+    assert cell.value == pytest.approx(0.71) and cell.show() == "71.0"
+    on_test = report.our_cell(summary, report.column_spec(published, "mrpc_f1"), "test")
+    assert on_test.show() == "78.0" and on_test.eval_split == "test"
+    on_dev = report.our_cell(summary[summary["eval_split"] != "test"],
+                             report.column_spec(published, "mrpc_f1"), "test")
+    assert on_dev.show() == "80.0*"
