@@ -1,0 +1,345 @@
+"""Load, validate and query a kbert config (``config/*.yaml``).
+
+``load_config`` checks a config against ``workflow/schemas/config.schema.yaml`` (JSON
+Schema 2020-12), fills in the schema's defaults, then runs the checks a schema cannot
+express (known tasks, student specs, overrides that name configured students). Every
+problem is reported as a ``ConfigError`` whose message names the key path, e.g.::
+
+    config.teacher.source: 'hf' is not one of ['packaged', 'hub', 'random']
+
+The Snakefile calls the same function before it builds the DAG, so an error reads the
+same inside and outside Snakemake.
+
+``settings(config, stage, task, student)`` returns one stage's settings with overrides
+merged, lowest to highest precedence::
+
+    <stage>  <  per_task[task]  <  per_student[student]  <  per_student[student].per_task[task]
+
+so a student's learning rate (Table 8: KroneckerBERT_21 uses 5e-4) wins over a task's
+(SQuAD 1e-4) unless the student names the task itself.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+#: Stages that ``settings`` knows, as dotted paths into the config.
+STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data")
+#: Student families the code builds today (the schema also reserves dense and lowrank).
+IMPLEMENTED_FAMILIES = ("kronecker",)
+#: Explicit Kronecker shape keys of a student spec.
+SHAPE_KEYS = ("attention_a_shape", "ffn_a_shape", "embedding_n", "rank")
+#: Rules whose resources come from ``resources`` (light rules get 1 thread, no GPU).
+LIGHT_RULES = ("aggregate", "report")
+
+
+class ConfigError(ValueError):
+    """An invalid config; the message names every offending key path."""
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _load_yaml(path: str | os.PathLike) -> dict:
+    with open(path) as handle:
+        data = yaml.safe_load(handle)
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"config: {path} must hold a mapping at the top level, not {type(data).__name__}")
+    return data
+
+
+def load_schema(schema_path: str | os.PathLike | None = None) -> dict:
+    path = Path(schema_path) if schema_path else SCHEMA_PATH
+    if not path.exists():
+        raise ConfigError(f"config schema not found at {path} (kbert.config expects a source checkout)")
+    with open(path) as handle:
+        return yaml.safe_load(handle)
+
+
+def _validator_class():
+    """Draft 2020-12 validator that fills ``default`` values while it validates."""
+    from jsonschema import Draft202012Validator, validators
+
+    validate_properties = Draft202012Validator.VALIDATORS["properties"]
+
+    def properties_with_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for prop, subschema in properties.items():
+                if isinstance(subschema, dict) and "default" in subschema and prop not in instance:
+                    instance[prop] = copy.deepcopy(subschema["default"])
+        yield from validate_properties(validator, properties, instance, schema)
+
+    return validators.extend(Draft202012Validator, {"properties": properties_with_defaults})
+
+
+def _key_path(path) -> str:
+    out = "config"
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return out
+
+
+def _allowed_keys(schema: dict, root: dict) -> list[str]:
+    """Property names a (sub)schema allows, following $ref and allOf."""
+    keys: set[str] = set()
+    stack = [schema]
+    while stack:
+        node = stack.pop()
+        if not isinstance(node, dict):
+            continue
+        keys.update(node.get("properties", {}))
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/"):
+            target = root
+            for part in ref[2:].split("/"):
+                target = target[part]
+            stack.append(target)
+        stack.extend(node.get("allOf", []))
+    return sorted(keys)
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _format_error(error, root: dict) -> str:
+    where = _key_path(error.absolute_path)
+    if error.validator in ("additionalProperties", "unevaluatedProperties") and isinstance(error.instance, dict):
+        allowed = _allowed_keys(error.schema, root)
+        extra = sorted(k for k in error.instance if k not in allowed)
+        parts = []
+        for key in extra:
+            hint = difflib.get_close_matches(key, allowed, n=1)
+            parts.append(f"{where}: unknown key {key!r}" + (f" (did you mean {hint[0]!r}?)" if hint else ""))
+        if parts:
+            return "; ".join(parts) + f"; allowed keys: {allowed}"
+    if error.validator == "type" and isinstance(error.instance, str) and _looks_numeric(error.instance):
+        if "e" in error.instance.lower() and "." not in error.instance:
+            return (f"{where}: {error.message} (YAML reads {error.instance} as text; "
+                    f"write it with a decimal point, e.g. 5.0e-5)")
+        return f"{where}: {error.message} (a number given as text)"
+    if "propertyNames" in error.schema_path:
+        return f"{where}: key {error.message}"
+    if error.validator == "required":
+        return f"{where}: {error.message}"
+    return f"{where}: {error.message}"
+
+
+def _deep_merge(base: dict, override: Mapping) -> dict:
+    """A new dict: ``base`` with ``override`` merged in, recursively for nested mappings."""
+    out = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def load_config(path_or_dict, schema_path: str | os.PathLike | None = None) -> dict:
+    """Validate a config (a YAML path or a dict), fill defaults, return a new dict.
+
+    Raises ``ConfigError`` listing every problem, one per line, each naming its key.
+    """
+    if isinstance(path_or_dict, Mapping):
+        raw = copy.deepcopy(dict(path_or_dict))
+        origin = "config"
+    else:
+        raw = _load_yaml(path_or_dict)
+        origin = str(path_or_dict)
+    schema = load_schema(schema_path)
+    config = json.loads(json.dumps(raw, default=str))  # plain JSON types (YAML dates etc.)
+    errors = sorted(_validator_class()(schema).iter_errors(config), key=lambda e: list(map(str, e.absolute_path)))
+    messages = list(dict.fromkeys(_format_error(e, schema) for e in errors))
+    if not messages:
+        messages = _semantic_errors(config)
+    if messages:
+        head = f"invalid config ({origin}):" if origin != "config" else "invalid config:"
+        raise ConfigError(head + ("\n  " if len(messages) > 1 else " ") + "\n  ".join(messages))
+    return config
+
+
+def _semantic_errors(config: dict) -> list[str]:
+    """Checks the schema cannot express; assumes the schema passed."""
+    from kbert.tasks import TASKS
+
+    errors = []
+    known_tasks = list(TASKS)
+
+    def check_tasks(names, where):
+        for i, name in enumerate(names):
+            if name not in TASKS:
+                hint = difflib.get_close_matches(name, known_tasks, n=1)
+                errors.append(f"{where}[{i}]: unknown task {name!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                              + f"; known tasks: {known_tasks}")
+
+    def check_task_keys(mapping, where):
+        for name in mapping:
+            if name not in TASKS:
+                errors.append(f"{where}: unknown task {name!r}; known tasks: {known_tasks}")
+
+    check_tasks(config["tasks"], "config.tasks")
+    check_tasks(config["ablation_tasks"], "config.ablation_tasks")
+    check_tasks(config["data"]["unavailable"], "config.data.unavailable")
+    for i, name in enumerate(config["ablation_tasks"]):
+        if name in TASKS and name not in config["tasks"]:
+            errors.append(f"config.ablation_tasks[{i}]: {name!r} is not in config.tasks {config['tasks']}")
+
+    students = config["students"]
+    for name, spec in students.items():
+        where = f"config.students.{name}"
+        if spec["family"] not in IMPLEMENTED_FAMILIES:
+            errors.append(f"{where}.family: {spec['family']!r} is reserved but not implemented; "
+                          f"implemented families: {list(IMPLEMENTED_FAMILIES)}")
+            continue
+        given = [k for k in ("preset", "target_compression") if k in spec]
+        shapes = [k for k in SHAPE_KEYS if k in spec]
+        if shapes:
+            given.append("explicit shapes (" + ", ".join(shapes) + ")")
+        if len(given) != 1:
+            errors.append(f"{where}: give exactly one of 'preset', 'target_compression' or explicit shapes "
+                          f"({', '.join(SHAPE_KEYS[:3])} [, rank]); got {given or 'none'}")
+        elif shapes:
+            missing = [k for k in SHAPE_KEYS[:3] if k not in spec]
+            if missing:
+                errors.append(f"{where}: explicit shapes need {list(SHAPE_KEYS[:3])}; missing {missing}")
+    if config["ablation_students"] is not None:
+        for i, name in enumerate(config["ablation_students"]):
+            if name not in students:
+                errors.append(f"config.ablation_students[{i}]: unknown student {name!r}; students: {sorted(students)}")
+
+    for stage in STAGES:
+        section = _section(config, stage)
+        where = f"config.{stage}"
+        check_task_keys(section.get("per_task", {}), f"{where}.per_task")
+        for student, override in section.get("per_student", {}).items():
+            if student not in students:
+                errors.append(f"{where}.per_student: unknown student {student!r}; students: {sorted(students)}")
+            check_task_keys(override.get("per_task", {}), f"{where}.per_student.{student}.per_task")
+
+    random = config["teacher"]["random"]
+    if config["teacher"]["source"] == "random" and random["hidden_size"] % random["num_attention_heads"]:
+        errors.append(f"config.teacher.random: hidden_size {random['hidden_size']} is not a multiple of "
+                      f"num_attention_heads {random['num_attention_heads']}")
+    return errors
+
+
+# --------------------------------------------------------------------------- queries
+
+
+def _section(config: dict, stage: str) -> dict:
+    node = config
+    for part in stage.split("."):
+        if not isinstance(node, dict) or part not in node:
+            raise KeyError(f"no config section {stage!r}; stages: {list(STAGES)}")
+        node = node[part]
+    return node
+
+
+def settings(config: dict, stage: str, task: str | None = None, student: str | None = None) -> dict:
+    """One stage's settings for (task, student) with overrides merged, without the override maps.
+
+    ``stage`` is one of ``STAGES`` (``teacher.finetune``, ``general_kd``, ``task_kd``,
+    ``augment``, ``data``). Precedence, lowest first: the stage, ``per_task[task]``,
+    ``per_student[student]``, ``per_student[student].per_task[task]``.
+    """
+    section = _section(config, stage)
+    out = {k: copy.deepcopy(v) for k, v in section.items() if k not in ("per_task", "per_student")}
+    if task is not None:
+        out = _deep_merge(out, section.get("per_task", {}).get(task, {}))
+    if student is not None:
+        override = section.get("per_student", {}).get(student, {})
+        out = _deep_merge(out, {k: v for k, v in override.items() if k != "per_task"})
+        if task is not None:
+            out = _deep_merge(out, override.get("per_task", {}).get(task, {}))
+    return out
+
+
+def resources(config: dict, rule: str) -> dict:
+    """threads, gpu, mem_mb, runtime for one rule: ``resources`` then ``resources.per_rule[rule]``."""
+    base = {k: v for k, v in config["resources"].items() if k != "per_rule"}
+    if rule in LIGHT_RULES:
+        base.update(threads=1, gpu=0)
+    base.update(config["resources"].get("per_rule", {}).get(rule, {}))
+    return base
+
+
+def task_status(config: dict, task: str) -> str:
+    """Train-split status of ``task`` for ``data.source``: full | subset | derived | unavailable.
+
+    ``data.unavailable`` forces ``unavailable``. Bundled data follows the task registry
+    (``kbert.tasks``); the hub has every split.
+    """
+    from kbert.tasks import TASKS
+
+    if task in config["data"]["unavailable"]:
+        return "unavailable"
+    if config["data"]["source"] == "hub":
+        return "full"
+    return TASKS[task].offline["train"].status
+
+
+def unavailable_tasks(config: dict) -> list[str]:
+    """Configured tasks with no training data for this data source (reported, never run)."""
+    return [t for t in config["tasks"] if task_status(config, t) == "unavailable"]
+
+
+def is_glue(task: str) -> bool:
+    from kbert.tasks import GLUE_TASKS
+
+    return task in GLUE_TASKS
+
+
+def config_hash(config: dict) -> str:
+    """sha256 of the config as canonical JSON (sorted keys); pass a resolved config."""
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def dump_resolved(config: dict) -> str:
+    """The YAML text ``write_resolved`` writes (stable key order, with the config hash)."""
+    header = (
+        "# Resolved kbert config: the preset with every default filled in. Written by the\n"
+        "# workflow; do not edit (edit config/*.yaml instead).\n"
+        f"# config_hash: {config_hash(config)}\n"
+    )
+    return header + yaml.safe_dump(config, sort_keys=True, default_flow_style=False)
+
+
+def write_resolved(config: dict, path: str | os.PathLike) -> bool:
+    """Write the resolved config to ``path`` atomically, only if its content changed.
+
+    Unchanged content leaves the file (and its mtime) alone. Returns True if written.
+    """
+    path = Path(path)
+    text = dump_resolved(config)
+    if path.exists() and path.read_text() == text:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return True

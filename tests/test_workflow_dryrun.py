@@ -1,0 +1,199 @@
+"""The Snakemake workflow: dry runs of every preset build the expected DAG, a bad config
+stops Snakemake before any job with the key named, and the workflow lints clean.
+
+``run_workflow`` also runs the real thing (``dryrun=False``), in a scratch working
+directory, for the end-to-end smoke test.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kbert.config import load_config
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+CONFIGS = REPO / "config"
+
+
+def run_workflow(workdir: Path, configfile: str | Path | None = None, targets=("all",), *,
+                 dryrun: bool = True, cores: int = 2, extra=(), timeout: float = 120):
+    """Run Snakemake on this repository's workflow with ``workdir`` as working directory.
+
+    ``config/`` is copied into ``workdir`` (the default ``configfile:`` is relative to
+    the working directory), so outputs (``work/``, ``results/``, ``figures/``) land in
+    ``workdir`` and never in the checkout. ``configfile`` is a preset path (relative to
+    the repository or absolute); None uses config/config.yaml. Returns the
+    CompletedProcess; ``.out`` holds stdout + stderr.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "config").exists():
+        shutil.copytree(CONFIGS, workdir / "config")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           "--cores", str(cores), "--printshellcmds"]
+    if configfile is not None:
+        path = Path(configfile)
+        cmd += ["--configfile", str(path if path.is_absolute() else REPO / path)]
+    if dryrun:
+        cmd.append("--dry-run")
+    cmd += [*extra, *targets]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc.out = proc.stdout + proc.stderr
+    return proc
+
+
+def job_counts(output: str) -> dict[str, int]:
+    """Jobs per rule from the first 'Job stats' table of a Snakemake run."""
+    lines = output.splitlines()
+    start = lines.index("Job stats:")
+    counts = {}
+    for line in lines[start + 3:]:
+        name, _, count = line.strip().rpartition(" ")
+        if name.strip() == "total":
+            break
+        counts[name.strip()] = int(count)
+    return counts
+
+
+def shell_commands(output: str) -> list[str]:
+    return [line.split("Shell command: ", 1)[1] for line in output.splitlines() if "Shell command: " in line
+            and not line.endswith("Shell command: None")]
+
+
+# Jobs per rule for each shipped preset (see docs/presets.md for the arithmetic).
+EXPECTED = {
+    "config/config.yaml": {
+        # 10 available tasks (QQP has no offline data), 2 students; task KD: full on
+        # 10 tasks x 2 students + 3 ablation variants x 3 tasks x 2 students.
+        "finetune_teacher": 10, "compress": 2, "general_kd": 2, "augment": 3, "task_kd": 38,
+        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+    },
+    "config/paper.yaml": {
+        # 10 tasks, 2 students, 3 seeds; ablations on 3 tasks for KroneckerBERT_8 only:
+        # 10 x 2 x 3 + 2 x 3 x 1 x 3 = 78 task-KD runs, no augmentation.
+        "finetune_teacher": 10, "compress": 2, "general_kd": 2, "task_kd": 78,
+        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+    },
+    "config/smoke.yaml": {
+        # 3 tasks x 2 students + 3 ablation variants x 1 task x 2 students = 12.
+        "finetune_teacher": 3, "compress": 2, "general_kd": 2, "augment": 1, "task_kd": 12,
+        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def dry_runs(tmp_path_factory):
+    """One dry run per preset, shared by the tests below."""
+    runs = {}
+    for preset in EXPECTED:
+        workdir = tmp_path_factory.mktemp(Path(preset).stem)
+        proc = run_workflow(workdir, None if preset == "config/config.yaml" else preset)
+        assert proc.returncode == 0, proc.out[-3000:]
+        runs[preset] = (workdir, proc)
+    return runs
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED))
+def test_dry_run_job_counts(dry_runs, preset):
+    _, proc = dry_runs[preset]
+    assert job_counts(proc.out) == EXPECTED[preset]
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED))
+def test_every_stage_goes_through_the_cli(dry_runs, preset):
+    workdir, proc = dry_runs[preset]
+    commands = shell_commands(proc.out)
+    name = yaml.safe_load((REPO / preset).read_text())["preset"]
+    resolved = f"work/{name}/config.resolved.yaml"
+    for command in commands:
+        assert command.startswith("python -m kbert.cli "), command
+        assert f"--config {resolved} " in command, command
+    stages = Counter(re.match(r"python -m kbert\.cli (bench \w+|[\w-]+)", c).group(1) for c in commands)
+    expected = EXPECTED[preset]
+    assert stages == {k: v for k, v in {
+        "finetune-teacher": expected["finetune_teacher"], "compress": expected["compress"],
+        "general-kd": expected["general_kd"], "augment": expected.get("augment", 0),
+        "task-kd": expected["task_kd"], "aggregate": 1, "report": 1,
+        "bench models": 1, "bench layers": 1}.items() if v}
+
+
+def test_default_dag_variants_and_unavailable_tasks(dry_runs):
+    _, proc = dry_runs["config/config.yaml"]
+    commands = shell_commands(proc.out)
+    task_kd = [dict(re.findall(r"--(task|student|variant|seed) (\S+)", c)) for c in commands if " task-kd " in c]
+    by_variant = Counter(run["variant"] for run in task_kd)
+    assert by_variant == {"full": 20, "full_aug": 6, "no_general_kd": 6, "no_task_kd": 6}
+    assert {r["task"] for r in task_kd if r["variant"] != "full"} == {"mrpc", "sst2", "mnli"}
+    # QQP has no offline data: no job mentions it (aggregate reads it from the config
+    # through kbert.config.unavailable_tasks and lists it as unavailable).
+    assert not [c for c in commands if "qqp" in c]
+    aggregate = next(c for c in commands if " aggregate " in c)
+    assert aggregate.count("metrics.json") == 10 + 38
+    # full_aug reads the shared augmented file; the others do not.
+    for command in (c for c in commands if " task-kd " in c):
+        assert ("--augmented " in command) == ("--variant full_aug" in command)
+    no_gkd = next(c for c in commands if "--variant no_general_kd" in c)
+    assert re.search(r"--init work/default/students/\w+/init ", no_gkd)
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED))
+def test_commands_parse_with_the_cli(dry_runs, preset):
+    """Every job's command line is accepted by kbert.cli's argument parser."""
+    cli = pytest.importorskip("kbert.cli")
+    _, proc = dry_runs[preset]
+    parser = cli.build_parser()
+    for command in shell_commands(proc.out):
+        argv = shlex.split(command.split(" > ", 1)[0])[3:]      # drop `python -m kbert.cli`
+        args = parser.parse_args(argv)
+        if args.stage == "task-kd":
+            assert (args.augmented is not None) == (args.variant == "full_aug")
+        if args.stage != "bench":
+            assert args.threads >= 1
+
+
+def test_preset_replaces_the_default_config(dry_runs):
+    """--configfile config/paper.yaml is not merged into config/config.yaml."""
+    for preset, (workdir, _) in dry_runs.items():
+        name = yaml.safe_load((REPO / preset).read_text())["preset"]
+        resolved = load_config(workdir / "work" / name / "config.resolved.yaml")
+        assert resolved == load_config(REPO / preset), preset
+
+
+def test_resolved_config_is_not_rewritten(dry_runs):
+    workdir, _ = dry_runs["config/smoke.yaml"]
+    path = workdir / "work" / "smoke" / "config.resolved.yaml"
+    before = path.stat().st_mtime_ns
+    proc = run_workflow(workdir, "config/smoke.yaml")
+    assert proc.returncode == 0, proc.out[-2000:]
+    assert path.stat().st_mtime_ns == before
+
+
+def test_bad_config_fails_before_any_job(tmp_path):
+    bad = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    bad["teacher"]["source"] = "hf"
+    bad["task_kd"]["epoch"] = 1
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = run_workflow(tmp_path / "run", path)
+    assert proc.returncode != 0
+    assert "config.teacher.source: 'hf' is not one of ['packaged', 'hub', 'random']" in proc.out
+    assert "config.task_kd: unknown key 'epoch' (did you mean 'epochs'?)" in proc.out
+    assert "Job stats" not in proc.out and "Shell command" not in proc.out
+    assert not (tmp_path / "run" / "work").exists()
+
+
+def test_lint_is_clean(tmp_path):
+    proc = run_workflow(tmp_path, None, targets=(), dryrun=False, extra=["--lint"])
+    assert proc.returncode == 0, proc.out[-3000:]
+    assert "Congratulations, your workflow is in a good condition!" in proc.out

@@ -1,0 +1,23 @@
+# TinyBERT data augmentation of a task's training data; shared by every student.
+
+
+rule augment:
+    output:
+        f"{WORK}/augment/{{task}}.parquet",
+    params:
+        cfg=RESOLVED,
+        settings=fingerprint("augment"),
+    log:
+        f"{LOGS}/augment/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/augment/{{task}}.tsv"
+    threads: RES["augment"]["threads"]
+    resources:
+        mem_mb=RES["augment"]["mem_mb"],
+        runtime=RES["augment"]["runtime"],
+        gpu=RES["augment"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli augment --config {params.cfg} --threads {threads}"
+        " --task {wildcards.task} --out {output} > {log} 2>&1"

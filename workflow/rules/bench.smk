@@ -1,0 +1,56 @@
+# CPU latency, throughput, params and FLOPs: whole models (teacher vs students) and
+# single Kronecker layers vs their FLOP bound. Low priority, so that on a local machine
+# they run when little else does; for publication numbers rerun them on an idle machine
+# (snakemake --cores N -f bench_models bench_layers).
+
+
+rule bench_models:
+    output:
+        report(
+            f"{RESULTS}/efficiency.csv",
+            caption="../report/efficiency.rst",
+            category="Efficiency",
+        ),
+    params:
+        cfg=RESOLVED,
+        settings=fingerprint("bench"),
+    log:
+        f"{LOGS}/bench_models.log",
+    benchmark:
+        f"{BENCHMARKS}/bench_models.tsv"
+    priority: -10
+    threads: RES["bench_models"]["threads"]
+    resources:
+        mem_mb=RES["bench_models"]["mem_mb"],
+        runtime=RES["bench_models"]["runtime"],
+        gpu=RES["bench_models"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli bench models --config {params.cfg} --out {output} > {log} 2>&1"
+
+
+rule bench_layers:
+    output:
+        report(
+            f"{RESULTS}/efficiency_layers.csv",
+            caption="../report/efficiency.rst",
+            category="Efficiency",
+        ),
+    params:
+        cfg=RESOLVED,
+        settings=fingerprint("bench"),
+    log:
+        f"{LOGS}/bench_layers.log",
+    benchmark:
+        f"{BENCHMARKS}/bench_layers.tsv"
+    priority: -10
+    threads: RES["bench_layers"]["threads"]
+    resources:
+        mem_mb=RES["bench_layers"]["mem_mb"],
+        runtime=RES["bench_layers"]["runtime"],
+        gpu=RES["bench_layers"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli bench layers --config {params.cfg} --out {output} > {log} 2>&1"

@@ -1,0 +1,221 @@
+# Config loading and validation, environment of every job, wildcard constraints, the
+# job lists and path helpers. Every other .smk file only declares rules.
+
+import copy
+import os
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+from snakemake.logging import logger
+
+from kbert import config as kconfig
+from kbert.tasks import TASKS as KNOWN_TASKS
+
+
+# ------------------------------------------------------------------ config
+# `--configfile PRESET` replaces config/config.yaml instead of being merged into it
+# (Snakemake would otherwise deep-merge the two, leaking default keys into the preset).
+# `--config key=value` still applies on top.
+_CONFIG_FILES = [str(f) for f in workflow.overwrite_configfiles] or ["config/config.yaml"]
+if workflow.overwrite_configfiles:
+    _cli_config = copy.deepcopy(workflow.config_settings.overwrite_config)
+    config.clear()
+    config.update(_cli_config)
+    logger.info(f"kbert: config from {', '.join(_CONFIG_FILES)} only (not merged into config/config.yaml)")
+
+try:
+    _resolved = kconfig.load_config(
+        config, schema_path=Path(workflow.basedir) / "schemas" / "config.schema.yaml"
+    )
+except kconfig.ConfigError as err:
+    raise WorkflowError(f"{err}\n  (config files: {', '.join(_CONFIG_FILES)})") from None
+config.clear()
+config.update(_resolved)
+
+PRESET = config["preset"]
+WORK = f"{config['paths']['work']}/{PRESET}"
+RESULTS = config["paths"]["results"]
+FIGURES = config["paths"]["figures"] or f"figures/{PRESET}"
+LOGS = f"{WORK}/logs"
+BENCHMARKS = f"{WORK}/benchmarks"
+
+# Written at parse time, only when its content changes, so its mtime never retriggers
+# jobs; which jobs a config change reruns is decided by each rule's `params.settings`.
+RESOLVED = f"{WORK}/config.resolved.yaml"
+kconfig.write_resolved(config, RESOLVED)
+
+
+# ------------------------------------------------------------------ job environment
+# Jobs run `python -m kbert.cli`: `python` is the interpreter running Snakemake (its
+# environment has kbert's dependencies) and kbert is importable from this checkout.
+_repo = str(Path(workflow.basedir).parent)
+os.environ.update(
+    {
+        "PATH": os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]),
+        "PYTHONPATH": os.pathsep.join(p for p in [_repo, os.environ.get("PYTHONPATH", "")] if p),
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+)
+if config["offline"]:
+    os.environ.update(
+        {"HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    )
+
+
+# ------------------------------------------------------------------ what runs
+ALL_VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
+TASK_LIST = config["tasks"]
+UNAVAILABLE = kconfig.unavailable_tasks(config)
+RUN_TASKS = [t for t in TASK_LIST if t not in UNAVAILABLE]
+STUDENTS = list(config["students"])
+VARIANTS = config["variants"]
+SEEDS = config["seeds"]
+ABLATION_TASKS = [t for t in config["ablation_tasks"] if t in RUN_TASKS]
+ABLATION_STUDENTS = (
+    STUDENTS if config["ablation_students"] is None else config["ablation_students"]
+)
+RES = {
+    name: kconfig.resources(config, name)
+    for name in (
+        "finetune_teacher",
+        "compress",
+        "general_kd",
+        "augment",
+        "task_kd",
+        "aggregate",
+        "report",
+        "bench_models",
+        "bench_layers",
+    )
+}
+
+
+wildcard_constraints:
+    task="|".join(KNOWN_TASKS),
+    student="|".join(STUDENTS),
+    variant="|".join(ALL_VARIANTS),
+    seed=r"\d+",
+
+
+def variant_tasks(variant):
+    """Tasks a variant runs on: `full` on every available task, the others on the
+    ablation tasks (`full_aug` on GLUE ones only: augmentation is sentence-level)."""
+    if variant == "full":
+        return RUN_TASKS
+    if variant == "full_aug":
+        return [t for t in ABLATION_TASKS if kconfig.is_glue(t)]
+    return ABLATION_TASKS
+
+
+def variant_students(variant):
+    return STUDENTS if variant == "full" else ABLATION_STUDENTS
+
+
+def task_kd_jobs():
+    """(student, variant, task, seed) of every task-KD run, in a stable order."""
+    return [
+        (student, variant, task, seed)
+        for variant in VARIANTS
+        for student in variant_students(variant)
+        for task in variant_tasks(variant)
+        for seed in SEEDS
+    ]
+
+
+def augment_tasks():
+    """Tasks whose augmented data some run needs (shared by all students)."""
+    return sorted({task for _, variant, task, _ in task_kd_jobs() if variant == "full_aug"})
+
+
+# ------------------------------------------------------------------ paths
+def teacher_metrics(task):
+    return f"{WORK}/teacher/{task}/metrics.json"
+
+
+def student_stage(student, stage):
+    """Model dir and metrics of a student after `init` (SVD) or `general` (general KD)."""
+    return {
+        "model": f"{WORK}/students/{student}/{stage}/model",
+        "metrics": f"{WORK}/students/{student}/{stage}/metrics.json",
+    }
+
+
+def task_kd_metrics(student, variant, task, seed):
+    return f"{WORK}/task_kd/{student}/{variant}/{task}/seed{seed}/metrics.json"
+
+
+def run_metrics():
+    """Every evaluated model's metrics.json: fine-tuned teachers, then task-KD runs."""
+    return [teacher_metrics(t) for t in RUN_TASKS] + [
+        task_kd_metrics(*job) for job in task_kd_jobs()
+    ]
+
+
+def task_kd_inputs(wildcards):
+    """Initial student (general KD, or the SVD init for no_general_kd), fine-tuned
+    teacher (teacher logits and the task head), augmented rows for full_aug."""
+    stage = "init" if wildcards.variant == "no_general_kd" else "general"
+    student = student_stage(wildcards.student, stage)
+    inputs = {
+        "init_model": student["model"],
+        "init_metrics": student["metrics"],
+        "teacher_model": f"{WORK}/teacher/{wildcards.task}/model",
+        "teacher_metrics": teacher_metrics(wildcards.task),
+    }
+    if wildcards.variant == "full_aug":
+        inputs["augmented"] = f"{WORK}/augment/{wildcards.task}.parquet"
+    return inputs
+
+
+def augmented_arg(wildcards, input):
+    return f"--augmented {input.augmented}" if "augmented" in input.keys() else ""
+
+
+def parent_of(name):
+    """A params function: the directory holding input or output file `name`."""
+
+    def parent(wildcards, input, output):
+        files = dict(input.items())
+        files.update(output.items())
+        return os.path.dirname(files[name])
+
+    return parent
+
+
+# ------------------------------------------------------------------ rerun fingerprints
+# A job reruns when the settings it depends on change (Snakemake's params trigger),
+# not when unrelated keys of the config change. Upstream changes propagate by mtime.
+def _teacher_identity():
+    return {
+        "teacher": {k: config["teacher"][k] for k in ("source", "name", "random")},
+        "offline": config["offline"],
+    }
+
+
+def fingerprint(stage, **keys):
+    """A params function: short hash of what one job of `stage` depends on."""
+
+    def compute(wildcards):
+        task = wildcards.get("task")
+        student = wildcards.get("student")
+        parts = _teacher_identity()
+        if stage == "finetune_teacher":
+            parts["finetune"] = kconfig.settings(config, "teacher.finetune", task=task)
+            parts["data"] = kconfig.settings(config, "data", task=task)
+        elif stage in ("compress", "general_kd"):
+            parts["student"] = config["students"][student]
+            if stage == "general_kd":
+                parts["general_kd"] = kconfig.settings(config, "general_kd", student=student)
+        elif stage == "augment":
+            parts["augment"] = kconfig.settings(config, "augment", task=task)
+            parts["data"] = kconfig.settings(config, "data", task=task)
+        elif stage == "task_kd":
+            parts["task_kd"] = kconfig.settings(config, "task_kd", task=task, student=student)
+            parts["data"] = kconfig.settings(config, "data", task=task)
+        elif stage == "bench":
+            parts["bench"] = config["bench"]
+            parts["students"] = config["students"]
+        return kconfig.config_hash(parts)[:16]
+
+    return compute

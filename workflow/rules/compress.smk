@@ -1,0 +1,25 @@
+# Nearest-Kronecker (SVD) compression of the *pre-trained* teacher into each student.
+
+
+rule compress:
+    output:
+        model=directory(f"{WORK}/students/{{student}}/init/model"),
+        metrics=f"{WORK}/students/{{student}}/init/metrics.json",
+    params:
+        cfg=RESOLVED,
+        out=parent_of("metrics"),
+        settings=fingerprint("compress"),
+    log:
+        f"{LOGS}/compress/{{student}}.log",
+    benchmark:
+        f"{BENCHMARKS}/compress/{{student}}.tsv"
+    threads: RES["compress"]["threads"]
+    resources:
+        mem_mb=RES["compress"]["mem_mb"],
+        runtime=RES["compress"]["runtime"],
+        gpu=RES["compress"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli compress --config {params.cfg} --threads {threads}"
+        " --student {wildcards.student} --out {params.out} > {log} 2>&1"

@@ -1,0 +1,63 @@
+# Aggregate every evaluated model into results/*.csv, then the paper's tables and figures.
+# Tasks without data (kbert.config.unavailable_tasks) have no runs; aggregate reads them
+# from the config and lists them as unavailable.
+
+
+rule aggregate:
+    input:
+        runs=run_metrics(),
+    output:
+        glue=f"{RESULTS}/glue.csv",
+        squad=f"{RESULTS}/squad.csv",
+        teacher=f"{RESULTS}/teacher.csv",
+        ablation=f"{RESULTS}/ablation.csv",
+    params:
+        cfg=RESOLVED,
+        out=parent_of("glue"),
+    log:
+        f"{LOGS}/aggregate.log",
+    threads: RES["aggregate"]["threads"]
+    resources:
+        mem_mb=RES["aggregate"]["mem_mb"],
+        runtime=RES["aggregate"]["runtime"],
+        gpu=RES["aggregate"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli aggregate --config {params.cfg} --threads {threads}"
+        " --runs {input.runs} --out {params.out} > {log} 2>&1"
+
+
+rule report:
+    input:
+        rules.aggregate.output,
+        efficiency=f"{RESULTS}/efficiency.csv",
+        efficiency_layers=f"{RESULTS}/efficiency_layers.csv",
+    output:
+        tables=report(
+            directory(f"{RESULTS}/tables"),
+            patterns=["{name}.md"],
+            caption="../report/tables.rst",
+            category="Tables",
+        ),
+        figures=report(
+            directory(FIGURES),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="Figures",
+        ),
+    params:
+        cfg=RESOLVED,
+        results=parent_of("efficiency"),
+    log:
+        f"{LOGS}/report.log",
+    threads: RES["report"]["threads"]
+    resources:
+        mem_mb=RES["report"]["mem_mb"],
+        runtime=RES["report"]["runtime"],
+        gpu=RES["report"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli report --config {params.cfg} --threads {threads}"
+        " --results {params.results} --figures {output.figures} > {log} 2>&1"

@@ -1,0 +1,38 @@
+# Stage 2: task distillation from the fine-tuned teacher, one run per
+# (student, variant, task, seed). The variant decides the initial student and the data:
+#   full           general-KD student, task data
+#   full_aug       general-KD student, task data + augmented rows
+#   no_general_kd  SVD-initialised student, task data
+#   no_task_kd     general-KD student, fine-tuned on the labels only
+
+
+rule task_kd:
+    input:
+        unpack(task_kd_inputs),
+    output:
+        model=directory(f"{WORK}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}/model"),
+        metrics=f"{WORK}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
+    params:
+        cfg=RESOLVED,
+        init=parent_of("init_metrics"),
+        teacher=parent_of("teacher_metrics"),
+        augmented=augmented_arg,
+        out=parent_of("metrics"),
+        settings=fingerprint("task_kd"),
+    log:
+        f"{LOGS}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}.log",
+    benchmark:
+        f"{BENCHMARKS}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}.tsv"
+    threads: RES["task_kd"]["threads"]
+    resources:
+        mem_mb=RES["task_kd"]["mem_mb"],
+        runtime=RES["task_kd"]["runtime"],
+        gpu=RES["task_kd"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli task-kd --config {params.cfg} --threads {threads}"
+        " --task {wildcards.task} --student {wildcards.student}"
+        " --variant {wildcards.variant} --seed {wildcards.seed}"
+        " --init {params.init} --teacher {params.teacher} {params.augmented}"
+        " --out {params.out} > {log} 2>&1"

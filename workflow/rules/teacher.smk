@@ -1,0 +1,25 @@
+# Fine-tune the pre-trained teacher on each task (the teacher of task KD).
+
+
+rule finetune_teacher:
+    output:
+        model=directory(f"{WORK}/teacher/{{task}}/model"),
+        metrics=f"{WORK}/teacher/{{task}}/metrics.json",
+    params:
+        cfg=RESOLVED,
+        out=parent_of("metrics"),
+        settings=fingerprint("finetune_teacher"),
+    log:
+        f"{LOGS}/finetune_teacher/{{task}}.log",
+    benchmark:
+        f"{BENCHMARKS}/finetune_teacher/{{task}}.tsv"
+    threads: RES["finetune_teacher"]["threads"]
+    resources:
+        mem_mb=RES["finetune_teacher"]["mem_mb"],
+        runtime=RES["finetune_teacher"]["runtime"],
+        gpu=RES["finetune_teacher"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli finetune-teacher --config {params.cfg} --threads {threads}"
+        " --task {wildcards.task} --out {params.out} > {log} 2>&1"
