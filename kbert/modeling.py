@@ -31,7 +31,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-from kbert.kronecker import KroneckerEmbedding, KroneckerLinear
+from kbert.kronecker import KroneckerEmbedding, KroneckerLinear, attention_context, attention_scores, kron_heads
 
 
 class KBertConfig(PretrainedConfig):
@@ -161,12 +161,39 @@ class KBertSelfAttention(nn.Module):
         B, T, _ = x.shape
         return x.view(B, T, self.num_heads, self.head_dim).transpose(1, 2)  # (B, H, T, dh)
 
+    def _qkv(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Q, K, V as contiguous (B*H, T, dh) each.
+
+        Kronecker Q/K/V of one shape run fused (``kron_heads``: one pass applies the three
+        B factors, the bias pass writes the head layout); otherwise each projection, then
+        its head transpose.
+        """
+        B, T, _ = h.shape
+        fused = kron_heads(h, [self.query, self.key, self.value], self.num_heads)
+        if fused is not None:
+            return tuple(t.view(B * self.num_heads, T, self.head_dim) for t in fused.unbind(0))
+        return tuple(
+            self._heads(layer(h)).reshape(B * self.num_heads, T, self.head_dim) for layer in (self.query, self.key, self.value)
+        )
+
     def forward(self, h: torch.Tensor, additive_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        q, k, v = self._heads(self.query(h)), self._heads(self.key(h)), self._heads(self.value(h))
-        scores = q @ k.transpose(-1, -2) / math.sqrt(self.head_dim) + additive_mask  # (B, H, T, T)
+        B, T, d = h.shape
+        H = self.num_heads
+        q, k, v = self._qkv(h)  # (B*H, T, dh)
+        # scores = Q K^T / sqrt(dh) + mask in one batched GEMM; the mask (B, 1, 1|T, T) is
+        # broadcast over heads (a copy of B*H*T values for the usual key mask).
+        # Inference on CPU: the same two products as C passes (scale and mask fused, context
+        # written in (B, T, d) directly); None where they do not apply.
+        alpha = 1.0 / math.sqrt(self.head_dim)
+        scores = attention_scores(q, k, additive_mask, H, alpha)
+        if scores is None:
+            mask = additive_mask.expand(B, H, additive_mask.shape[-2], T).reshape(B * H, -1, T)
+            scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=alpha)  # (B*H, T, T)
         probs = self.dropout(F.softmax(scores, dim=-1))
-        context = (probs @ v).transpose(1, 2).reshape(h.shape)  # (B, T, d)
-        return context, scores
+        context = attention_context(probs, v, H)
+        if context is None:
+            context = torch.bmm(probs, v).view(B, H, T, self.head_dim).transpose(1, 2).reshape(B, T, d)
+        return context, scores.view(B, H, T, T)
 
 
 class KBertSelfOutput(nn.Module):

