@@ -138,11 +138,14 @@ def kron_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
 #   a_planar  order a_first, short n2: the mirror image of b_planar.
 #
 # The memory-bound passes (middle-axis product with a tiny matrix, planar <-> interleaved
-# copies, products with a tiny B) run in a small C kernel when a C compiler is present
-# (``_native_lib``), else as torch ops; both give the same numbers up to rounding. The
-# backward pass (``_KronLinearFn``) is written out with the same layouts, so training
-# never transposes a big tensor either; the bias gradient is summed inside a pass that
-# reads the output gradient anyway.
+# copies, products with a tiny B) run in small C kernels when a C compiler is present
+# (``_native_lib``), else as torch ops; both give the same numbers up to rounding. For
+# m2 == 2 in float32, b_planar is a single C pass (``_planar2``: B, then A, then the
+# interleaved store with the bias, per block of tokens in L1). ``kron_heads`` runs Q, K, V
+# that way and writes attention's head layout directly. The backward pass
+# (``_KronLinearFn``) is written out with the same layouts, so training never transposes a
+# big tensor either; the bias gradient is summed inside a pass that reads the output
+# gradient anyway. docs/efficiency.md has the measurements.
 
 PLANS = ("b_planar", "b_mid", "a_mid", "a_planar", "generic")
 PLAN_ORDER = {"b_planar": "b_first", "b_mid": "b_first", "a_mid": "a_first", "a_planar": "a_first"}
@@ -171,7 +174,7 @@ def choose_plan(a_shape: Shape, b_shape: Shape, rank: int = 1, order: str | None
     return "a_planar" if n2 <= _PLANAR_MAX and n2 < m1 * n1 else "a_mid"
 
 
-# ---- the C kernel for the memory-bound passes (optional) ------------------------------
+# ---- C kernels for the memory-bound passes (optional; torch ops otherwise) -----------
 
 _NATIVE_BODY = r"""
 /* Y[n,i,l] = bias[i,l] + sum_j M[i,j] X[n,j,l] (bias may be NULL); colsum[j,l] = sum_n X[n,j,l] if given. */
@@ -510,6 +513,50 @@ void kbert_context_f32(const float *P, const float *V, float *C, long BH, long H
         }
     }
 }
+
+/* Plan a_planar in one pass for n2 == 2, float32: per block of KB_TB tokens and 16 rows of A,
+   Z[n, i1, c] = sum_j1 A[i1, j1] X[n, j1*2 + c] (X read as stored: interleaved pairs), then the row
+   Y[n, i1*m2 : (i1+1)*m2] = bias[i1*m2 : ...] + B[:, 0] Z[n, i1, 0] + B[:, 1] Z[n, i1, 1] as one vector.
+   At = A^T (n1, m1) with m1 % 16 == 0; Bt = B^T padded to (2, 16), m2 <= 16; bias padded by 16 floats
+   (may be NULL). If Zp: also writes Z planar, Zp[c, n*m1 + i1] (for backward). */
+void kbert_aplanar2_f32(const float *X, const float *Bt, const float *At, const float *bias, float *Y, float *Zp,
+                        long N, long m1, long n1, long m2, int nt) {
+    const v16 b0 = *(const v16u *)Bt, b1 = *(const v16u *)(Bt + 16);
+    #pragma omp parallel for num_threads(nt) schedule(static)
+    for (long n0 = 0; n0 < N; n0 += KB_TB) {
+        const long tb = N - n0 < KB_TB ? N - n0 : KB_TB;
+        const float *xs[KB_TB];
+        for (long t = 0; t < KB_TB; t++) xs[t] = X + (n0 + (t < tb ? t : 0)) * n1 * 2;
+        for (long i0 = 0; i0 < m1; i0 += 16) {
+            v16 acc[KB_TB][2];
+            for (int t = 0; t < KB_TB; t++) { acc[t][0] = (v16){0}; acc[t][1] = (v16){0}; }
+            for (long j1 = 0; j1 < n1; j1++) {
+                const v16 a = *(const v16u *)(At + j1 * m1 + i0);
+                for (int t = 0; t < KB_TB; t++) {
+                    acc[t][0] += a * xs[t][2 * j1];
+                    acc[t][1] += a * xs[t][2 * j1 + 1];
+                }
+            }
+            for (long t = 0; t < tb; t++) {
+                const long n = n0 + t;
+                float z0[16], z1[16];
+                *(v16u *)z0 = acc[t][0];
+                *(v16u *)z1 = acc[t][1];
+                if (Zp) { *(v16u *)(Zp + n * m1 + i0) = acc[t][0]; *(v16u *)(Zp + (N + n) * m1 + i0) = acc[t][1]; }
+                float *y = Y + (n * m1 + i0) * m2;
+                for (int l = 0; l < 16; l++) {
+                    v16 v = b0 * z0[l] + b1 * z1[l];
+                    if (bias) v += *(const v16u *)(bias + (i0 + l) * m2);
+                    if ((i0 + l) * m2 + 16 <= m1 * m2) {
+                        *(v16u *)(y + l * m2) = v;  /* may spill into later rows of this token: written next */
+                    } else {
+                        for (long e = 0; e < m2; e++) y[l * m2 + e] = v[e];
+                    }
+                }
+            }
+        }
+    }
+}
 """
 
 
@@ -588,7 +635,8 @@ def _build_native():
     lib.kbert_planar2_f32.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 6 + [ctypes.c_int]
     lib.kbert_scores_f32.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_float] + [ctypes.c_long] * 5 + [ctypes.c_int]
     lib.kbert_context_f32.argtypes = [ctypes.c_void_p] * 3 + [ctypes.c_long] * 4 + [ctypes.c_int]
-    for name in ("kbert_planar2_f32", "kbert_scores_f32", "kbert_context_f32"):
+    lib.kbert_aplanar2_f32.argtypes = [ctypes.c_void_p] * 6 + [ctypes.c_long] * 4 + [ctypes.c_int]
+    for name in ("kbert_planar2_f32", "kbert_aplanar2_f32", "kbert_scores_f32", "kbert_context_f32"):
         getattr(lib, name).restype = None
     return lib
 
@@ -800,6 +848,29 @@ def _planar2(x, a, b, bias, heads=None, want_zp=False, out=None, zp_out=None):
     return out, Zp
 
 
+def _aplanar2(x, a, b, bias, want_zp=False):
+    """Plan a_planar as one C pass (n2 == 2, m2 <= 16, float32); None when it does not apply. Returns (y, Zp)."""
+    (m1, n1), (m2, n2) = a.shape, b.shape
+    N = x.shape[0]
+    if n2 != 2 or m1 % 16 or m2 > 16:
+        return None
+    tensors = [t for t in (x, a, b, bias) if t is not None]
+    if _native_lib() is None or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
+        return None
+    At = a.T.contiguous()
+    Bt = torch.zeros(2, 16, dtype=x.dtype)
+    Bt[:, :m2] = b.detach().T
+    padded = None
+    if bias is not None:
+        padded = torch.zeros(m1 * m2 + 16, dtype=x.dtype)
+        padded[: m1 * m2] = bias.detach()
+    Y = torch.empty(N, m1 * m2, dtype=x.dtype)
+    Zp = torch.empty(2, N * m1, dtype=x.dtype) if want_zp else None
+    _native_lib().kbert_aplanar2_f32(_ptr(x), _ptr(Bt), _ptr(At), _ptr(padded), _ptr(Y), _ptr(Zp), N, m1, n1, m2,
+                                     torch.get_num_threads())
+    return Y, Zp
+
+
 def _forward(x, a, b, bias, plan, want_saved=True):
     """One Kronecker sum: x (N, n1*n2) contiguous, a (m1, n1), b (m2, n2). Returns y and the saved tensors."""
     (m1, n1), (m2, n2) = a.shape, b.shape
@@ -823,6 +894,9 @@ def _forward(x, a, b, bias, plan, want_saved=True):
             Y.view(N, m1, m2).add_(bias.view(m1, m2))
         return Y.view(N, m1 * m2), (Z,)
     if plan == "a_planar":
+        fused = _aplanar2(x, a, b, bias, want_zp=want_saved)
+        if fused is not None:
+            return fused[0], (None, fused[1])  # backward deinterleaves x itself
         Xp = _deinterleave(x.view(N, n1, n2))  # (n2, N, n1)
         Zp = torch.mm(Xp.view(n2 * N, n1), a.T)  # (n2*N, m1)
         Y = torch.mm(Zp.view(n2, N * m1).T, b.T)  # (N*m1, m2)
@@ -871,6 +945,8 @@ def _backward(g, x, a, b, saved, plan, need):
                 ga = _mid_grad(gZ, x.view(N, n1, n2))
     elif plan == "a_planar":
         Xp, Zp = saved
+        if Xp is None and need[1]:
+            Xp = _deinterleave(x.view(N, n1, n2))
         g2 = g.view(N * m1, m2)
         if need[2]:
             gb = _planar_to_rows(Zp.view(n2, N * m1), b.T, g2, False, True)[1].T  # (m2, n2)

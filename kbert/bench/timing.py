@@ -63,6 +63,7 @@ def environment() -> dict:
         "cores": os.cpu_count(),
         "native_kernel": native_available(),
         "malloc_tuned": bool(_MALLOC_SETTINGS.get("done")),
+        "loadavg_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
     }
 
 
