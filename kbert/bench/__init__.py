@@ -14,3 +14,16 @@ COLUMNS = [
     "latency_ms_median", "latency_ms_iqr", "throughput_median", "speedup", "flop_bound",
     "fraction_of_bound", "notes",
 ]
+
+
+def write_rows(rows: list[dict], extra_columns: list[str], out) -> "pandas.DataFrame":
+    """Replace this benchmark's rows in ``out`` (other benchmarks' rows are kept)."""
+    import pandas as pd
+
+    from kbert.provenance import update_csv
+
+    frame = pd.DataFrame(rows)
+    frame = frame[[c for c in COLUMNS + extra_columns if c in frame.columns]]
+    written = update_csv(out, frame.to_dict("records"), key="benchmark")
+    print(f"wrote {len(rows)} rows to {out}")
+    return written

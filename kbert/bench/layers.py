@@ -24,12 +24,12 @@ import pandas as pd
 import torch
 from torch import nn
 
-from kbert.bench import COLUMNS
+from kbert.bench import write_rows
 from kbert.bench.timing import (
     config_defaults, environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc,
 )
 from kbert.kronecker import KroneckerLinear, dense_flops
-from kbert.provenance import REPO_ROOT, update_csv
+from kbert.provenance import REPO_ROOT
 
 HIDDEN, INTERMEDIATE = 768, 3072  # BERT-base: the shapes of paper Table 1
 EXTRA_COLUMNS = [
@@ -189,11 +189,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         args.tokens, args.repeats, args.train_repeats, args.warmup = min(args.tokens, 256), 2, 1, 1
     rows = run(args.tokens, args.repeats, args.train_repeats, args.warmup, args.threads, args.baseline,
                args.subjects, args.plan, not args.no_malloc_tuning)
-    frame = pd.DataFrame(rows)
-    frame = frame[[c for c in COLUMNS + EXTRA_COLUMNS if c in frame.columns]]
-    out = update_csv(args.out, frame.to_dict("records"), key="benchmark")
-    print(f"wrote {len(rows)} rows to {args.out}")
-    return out
+    return write_rows(rows, EXTRA_COLUMNS, args.out)
 
 
 if __name__ == "__main__":

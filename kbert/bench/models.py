@@ -32,13 +32,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from kbert.bench import COLUMNS
+from kbert.bench import write_rows
 from kbert.bench.timing import (
     config_defaults, environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc,
 )
 from kbert.compress import count_flops, count_parameters, student_config
 from kbert.modeling import KBertConfig, KBertModel
-from kbert.provenance import REPO_ROOT, update_csv
+from kbert.provenance import REPO_ROOT
 
 EXTRA_COLUMNS = [
     "latency_speedup", "throughput_iqr", "train_batch", "train_step_ms_median", "train_step_ms_iqr",
@@ -229,11 +229,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         name, models = builders[key]()
         rows += bench_group(name, models, args.batch, args.seq_len, args.latency_repeats, args.repeats,
                             args.train_batch, args.train_repeats, args.warmup)
-    frame = pd.DataFrame(rows)
-    frame = frame[[c for c in COLUMNS + EXTRA_COLUMNS if c in frame.columns]]
-    out = update_csv(args.out, frame.to_dict("records"), key="benchmark")
-    print(f"wrote {len(rows)} rows to {args.out}")
-    return out
+    return write_rows(rows, EXTRA_COLUMNS, args.out)
 
 
 if __name__ == "__main__":
