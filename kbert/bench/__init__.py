@@ -16,7 +16,7 @@ COLUMNS = [
 ]
 
 
-def write_rows(rows: list[dict], extra_columns: list[str], out) -> "pandas.DataFrame":
+def write_rows(rows: list[dict], extra_columns: list[str], out):
     """Replace this benchmark's rows in ``out`` (other benchmarks' rows are kept)."""
     import pandas as pd
 
