@@ -888,8 +888,9 @@ def figure_speed(efficiency: pd.DataFrame | None, layers: pd.DataFrame | None,
     fig, ax = plt.subplots(figsize=(6, 5))
     for marker, (name, frame) in zip("os", sets.items()):
         for i, (_, row) in enumerate(frame.iterrows()):
+            where = f" ({row['config']})" if name == "models" and "config" in row else ""
             ax.scatter(row["flop_bound"], row["speedup"], marker=marker, color=f"C{i % 10}",
-                       label=f"{name}: {row['subject']}")
+                       label=f"{name}: {row['subject']}{where}")
     values = pd.concat([f[["speedup", "flop_bound"]] for f in sets.values()]).to_numpy().ravel()
     low, high = min(values.min(), 1) / 1.5, values.max() * 1.5
     ax.plot([low, high], [low, high], color="black", linestyle="--", label="FLOP bound (y = x)")
@@ -897,7 +898,7 @@ def figure_speed(efficiency: pd.DataFrame | None, layers: pd.DataFrame | None,
     ax.set_yscale("log")
     for axis in (ax.xaxis, ax.yaxis):
         axis.set_major_formatter(PLAIN)
-        axis.set_minor_formatter(PLAIN)
+        axis.set_minor_formatter(NullFormatter())  # unlabelled minor ticks: labels would overlap
     ax.set_xlabel("FLOP bound (dense FLOPs / Kronecker FLOPs)")
     ax.set_ylabel("measured speedup (dense time / Kronecker time)")
     ax.set_title("Kronecker speedup vs FLOP bound", fontsize=9)
