@@ -788,6 +788,9 @@ def figure_score_vs_size(published: dict, summary: pd.DataFrame, fig_dir: Path,
         log.info("skipping score_vs_%s: no scores of ours", axis)
         return []
     paper_x = {"params": ("params_m", 1e6), "flops": ("gflops", 1e9)}[axis]
+    # One colour per model of ours across every panel (after the paper models' C0-C4).
+    ours = sorted({point[0] for c in columns for point in our_points(summary, c)})
+    colour = {label: plt.cm.tab20(5 + i) for i, label in enumerate(ours)}
     fig, axes = grid(len(columns))
     for ax, column in zip(axes, columns):
         for model in FIGURE_MODELS:
@@ -796,10 +799,10 @@ def figure_score_vs_size(published: dict, summary: pd.DataFrame, fig_dir: Path,
                 ax.scatter(spec[paper_x[0]] * paper_x[1], y, marker="o", facecolors="none",
                            edgecolors=f"C{FIGURE_MODELS.index(model)}",
                            label=f"paper: {spec['label']}")
-        for i, (label, params, flops, y) in enumerate(our_points(summary, column)):
+        for label, params, flops, y in our_points(summary, column):
             x = params if axis == "params" else flops
             if not pd.isna(x):
-                ax.scatter(x, y, marker="s", color=f"C{5 + i}", label=f"ours: {label}")
+                ax.scatter(x, y, marker="s", color=colour[label], label=f"ours: {label}")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{column['label']} ({column['measure']})", fontsize=8)
