@@ -31,7 +31,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-from kbert.kronecker import KroneckerEmbedding, KroneckerLinear, attention_context, attention_scores, kron_heads
+from kbert.fastkron import attention_context, attention_scores, kron_heads
+from kbert.kronecker import KroneckerEmbedding, KroneckerLinear
 
 
 class KBertConfig(PretrainedConfig):

@@ -16,8 +16,9 @@ import itertools
 import pytest
 import torch
 
-import kbert.kronecker as K
-from kbert.kronecker import KroneckerLinear, choose_plan, kron_heads, kron_linear, kron_matmul, kron_sum
+import kbert.fastkron as K
+from kbert.fastkron import choose_plan, kron_heads, kron_linear, kron_matmul
+from kbert.kronecker import KroneckerLinear, kron_sum, max_rank
 
 PLANS = ["b_planar", "b_mid", "a_mid", "a_planar"]
 # (out, in, A shape): Table-1 shapes, scaled-down ones that keep their structure (m2 = 2 with
@@ -146,7 +147,7 @@ def test_gradcheck_float64(plan):
 def test_layer_both_orders_any_rank(order, rank):
     torch.manual_seed(0)
     for out_f, in_f, a_shape in [(64, 64, (32, 8)), (256, 64, (8, 2)), (12, 8, (3, 2))]:
-        layer = KroneckerLinear(in_f, out_f, a_shape, rank=min(rank, K.max_rank(a_shape, (out_f // a_shape[0], in_f // a_shape[1]))), order=order).double()
+        layer = KroneckerLinear(in_f, out_f, a_shape, rank=min(rank, max_rank(a_shape, (out_f // a_shape[0], in_f // a_shape[1]))), order=order).double()
         assert layer.plan == ("generic" if layer.rank > 1 else choose_plan(layer.a_shape, layer.b_shape, 1, order))
         x = torch.randn(2, 3, in_f, dtype=torch.float64, requires_grad=True)
         _check(lambda x, A, B, b: layer(x), x, layer.A, layer.B, layer.bias, torch.float64)
