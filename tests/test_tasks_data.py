@@ -397,3 +397,12 @@ def torch_long():
     import torch
 
     return torch.long
+
+
+def test_num_batches_counts_what_batch_indices_yields():
+    from kbert.data import batch_indices, num_batches
+
+    lengths = list(range(1, 1000))
+    for batch_size in (1, 7, 32):
+        for shuffle in (False, True):
+            assert len(batch_indices(lengths, batch_size, shuffle=shuffle)) == num_batches(len(lengths), batch_size)

@@ -38,7 +38,7 @@ def run(config: dict, task: str, out_dir: str) -> dict:
         loss = model(**batch).loss
         return loss, {"supervised": loss.item()}
 
-    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}")
 

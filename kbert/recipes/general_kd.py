@@ -63,7 +63,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
             t_out = teacher(**batch)
         return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"])
 
-    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}")
 

@@ -83,7 +83,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         s_out = model(**batch)
         return distillation_loss(s_out, t_out, batch["attention_mask"], weights, spec.kind, s["temperature"])
 
-    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=sum(1 for _ in batches(0)),
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"task KD {student}/{variant}/{task}/seed{seed}")
 
