@@ -1,13 +1,22 @@
-"""Dense BERT -> Kronecker student: Table-1 presets, a shape search, exact counts.
+"""Dense BERT -> compressed student: Table-1 presets, shape searches, exact counts.
 
-Compressed (nearest-Kronecker SVD of the teacher's matrix): the word embedding, W_Q, W_K,
-W_V, W_O and FFN W1, W2 of every layer. Copied dense: biases, LayerNorms, position and
-token-type embeddings, pooler and any task head.
+Three student families, built by the same ``compress`` step:
+
+    kronecker  the paper's student. Compressed (nearest-Kronecker SVD of the teacher's
+               matrix): the word embedding, W_Q, W_K, W_V, W_O and FFN W1, W2 of every layer.
+               Copied dense: biases, LayerNorms, position and token-type embeddings, pooler
+               and any task head.
+    lowrank    the same matrices as truncated-SVD products U V, each with the rank that
+               spends the parameters its Kronecker twin spends (``match``).
+    dense      TinyBERT-style: fewer layers, narrower hidden size, randomly initialised
+               (TinyBERT's general distillation starts from scratch), sized to the
+               parameter count of the Kronecker student it ``match``es.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import torch
@@ -15,7 +24,12 @@ import torch
 from kbert.kronecker import (
     KroneckerEmbedding, KroneckerLinear, dense_flops, kron_flops_per_order, nearest_kronecker, rearrange,
 )
+from kbert.lowrank import LowRankEmbedding, LowRankLinear, low_rank_flops, truncated_svd
 from kbert.modeling import KBertConfig, KBertModel
+
+FAMILIES = ("kronecker", "lowrank", "dense")
+FACTORISED = (KroneckerLinear, KroneckerEmbedding, LowRankLinear, LowRankEmbedding)
+MATCH_TOLERANCE = 0.05  # equal-size baselines: parameter count within 5% of the matched student
 
 # Table 1 of the paper, as A shapes (rows = output side). Valid for BERT-base (768 / 3072).
 PRESETS = {
@@ -31,16 +45,26 @@ PRESET_TEACHER = {"hidden_size": 768, "intermediate_size": 3072}
 
 
 def count_parameters(config: KBertConfig) -> int:
-    """Parameters of the encoder (embeddings, layers, pooler), without any task head."""
+    """Parameters of the encoder (embeddings, layers, pooler), without any task head.
+
+    A dense student's ``fit_dense`` projection is left out: it serves distillation only.
+    """
     with torch.device("meta"):
-        return sum(p.numel() for p in KBertModel(config).parameters())
+        model = KBertModel(config)
+    return sum(p.numel() for name, p in model.named_parameters() if not name.startswith("fit_dense."))
 
 
-def _linear_flops(out_f: int, in_f: int, a_shape, rank: int) -> int:
-    if a_shape is None:
-        return dense_flops(out_f, in_f)
-    m1, n1 = a_shape
-    return rank * min(kron_flops_per_order((m1, n1), (out_f // m1, in_f // n1)).values())
+def _linear_flops(config: KBertConfig, group: str, out_f: int, in_f: int, swap: bool = False) -> int:
+    """FLOPs per token of one ``group`` ("attention" / "ffn") matrix, as modeling.make_linear builds it."""
+    if config.kronecker is not None:
+        m1, n1 = config.kronecker[f"{group}_a_shape"]
+        if swap:
+            m1, n1 = n1, m1
+        rank = int(config.kronecker.get("rank", 1))
+        return rank * min(kron_flops_per_order((m1, n1), (out_f // m1, in_f // n1)).values())
+    if config.low_rank is not None:
+        return low_rank_flops(out_f, in_f, int(config.low_rank[f"{group}_rank"]))
+    return dense_flops(out_f, in_f)
 
 
 def count_flops(config: KBertConfig, seq_len: int = 128, attention_scores: bool = False) -> int:
@@ -49,13 +73,11 @@ def count_flops(config: KBertConfig, seq_len: int = 128, attention_scores: bool 
     With ``attention_scores`` the Q K^T and probs @ V products are added (they are the same
     for dense and Kronecker models, and the paper's Table 1 leaves them out).
     """
-    k = config.kronecker or {}
-    d, f, rank = config.hidden_size, config.intermediate_size, int(k.get("rank", 1))
-    att, ffn = k.get("attention_a_shape"), k.get("ffn_a_shape")
+    d, f = config.hidden_size, config.intermediate_size
     per_token = (
-        4 * _linear_flops(d, d, att, rank)
-        + _linear_flops(f, d, ffn, rank)
-        + _linear_flops(d, f, None if ffn is None else (ffn[1], ffn[0]), rank)
+        4 * _linear_flops(config, "attention", d, d)
+        + _linear_flops(config, "ffn", f, d)
+        + _linear_flops(config, "ffn", d, f, swap=True)
     )
     total = config.num_hidden_layers * per_token * seq_len
     if attention_scores:
@@ -186,10 +208,7 @@ def _search_errors(teacher: KBertModel, att, ffn, emb, ok: np.ndarray) -> np.nda
 
 
 def student_kronecker(teacher_config: KBertConfig, spec: dict, teacher: KBertModel | None = None) -> dict:
-    """Resolve a student spec from the config into explicit Kronecker shapes."""
-    family = spec.get("family", "kronecker")
-    if family != "kronecker":
-        raise ValueError(f"student family {family!r} is not built by kbert.compress; known: ['kronecker']")
+    """Resolve a Kronecker student spec from the config into explicit Kronecker shapes."""
     if "preset" in spec:
         name = spec["preset"]
         if name not in PRESETS:
@@ -209,10 +228,101 @@ def student_kronecker(teacher_config: KBertConfig, spec: dict, teacher: KBertMod
     raise ValueError(f"student spec {spec} needs 'preset', 'target_compression' or explicit {list(keys)}")
 
 
-def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel | None = None) -> KBertConfig:
-    """The student's config; with ``teacher`` weights a shape search minimises the SVD error."""
+def low_rank_ranks(reference: KBertConfig) -> dict:
+    """Ranks that give every low-rank matrix the parameters of its Kronecker twin in ``reference``.
+
+    A (m x n) matrix costs r (m + n) parameters at rank r, and rank * (m1 n1 + m2 n2) as a
+    Kronecker sum, so r = Kronecker parameters / (m + n), rounded; the embedding likewise.
+    """
+    k = reference.kronecker
+    d, f, V = reference.hidden_size, reference.intermediate_size, reference.vocab_size
+    kron_rank = int(k.get("rank", 1))
+
+    def kron_params(out_f, in_f, a_shape):
+        m1, n1 = a_shape
+        return kron_rank * (m1 * n1 + (out_f // m1) * (in_f // n1))
+
+    n = int(k["embedding_n"])
+    return {
+        "attention_rank": max(1, round(kron_params(d, d, k["attention_a_shape"]) / (2 * d))),
+        "ffn_rank": max(1, round(kron_params(f, d, k["ffn_a_shape"]) / (f + d))),
+        "embedding_rank": max(1, round((V * d // n + n) / (V + d))),
+    }
+
+
+def _dense_config(teacher_config: KBertConfig, hidden_size: int, num_hidden_layers: int,
+                  intermediate_size: int) -> KBertConfig:
+    """The teacher's config with a TinyBERT-style shape (and fit_dense when narrower)."""
+    fields = {**teacher_config.to_dict(), "hidden_size": hidden_size, "num_hidden_layers": num_hidden_layers,
+              "intermediate_size": intermediate_size, "teacher_hidden_size": teacher_config.hidden_size}
+    return KBertConfig.from_dict(fields)
+
+
+def dense_shape(teacher_config: KBertConfig, target_params: int, spec: dict) -> dict:
+    """TinyBERT-style shape (layers, hidden, FFN width) with ``target_params`` parameters.
+
+    Defaults follow TinyBERT_4 on BERT-base: a third of the teacher's layers and the
+    teacher's head count (attention scores are distilled head to head). Among hidden sizes
+    that are multiples of the head count, the FFN width is solved so that the count hits the
+    target; the hidden size whose FFN/hidden ratio is closest to the teacher's wins.
+    ``hidden_size`` / ``intermediate_size`` / ``num_hidden_layers`` in the spec fix those.
+    """
+    L, H = teacher_config.num_hidden_layers, teacher_config.num_attention_heads
+    layers = int(spec.get("num_hidden_layers", max(1, L // 3)))
+    if layers < 1 or L % layers:
+        raise ValueError(f"dense student with {layers} layers: TinyBERT's uniform layer mapping needs a divisor "
+                         f"of the teacher's {L} layers")
+    hiddens = [int(spec["hidden_size"])] if "hidden_size" in spec else range(H, teacher_config.hidden_size + 1, H)
+    teacher_ratio = teacher_config.intermediate_size / teacher_config.hidden_size
+    best = None
+    for hidden in hiddens:
+        if "intermediate_size" in spec:
+            intermediate = int(spec["intermediate_size"])
+        else:
+            # The count is linear in the FFN width: solve a + b * f = target.
+            a = count_parameters(_dense_config(teacher_config, hidden, layers, 1))
+            b = count_parameters(_dense_config(teacher_config, hidden, layers, 2)) - a
+            intermediate = round((target_params - a) / b) + 1
+            if intermediate < 1:
+                continue
+        off_ratio = abs(math.log(intermediate / hidden / teacher_ratio))
+        if best is None or off_ratio < best[0]:
+            best = (off_ratio, hidden, intermediate)
+    if best is None:
+        raise ValueError(f"no dense shape with {layers} layers reaches {target_params:,} parameters "
+                         "(the word-embedding table alone is larger): use fewer layers or a larger target")
+    _, hidden, intermediate = best
+    return {"hidden_size": hidden, "num_hidden_layers": layers, "intermediate_size": intermediate}
+
+
+def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel | None = None,
+                   match_spec: dict | None = None) -> KBertConfig:
+    """The student's config.
+
+    Kronecker students: with ``teacher`` weights the shape search minimises the SVD error.
+    Low-rank and dense students are sized to match the Kronecker student ``match_spec``
+    (the config's ``students[spec["match"]]``) within MATCH_TOLERANCE.
+    """
+    family = spec.get("family", "kronecker")
+    if family not in FAMILIES:
+        raise ValueError(f"unknown student family {family!r}; families: {list(FAMILIES)}")
     config = KBertConfig.from_dict(teacher_config.to_dict())
-    config.kronecker = student_kronecker(teacher_config, spec, teacher)
+    if family == "kronecker":
+        config.kronecker = student_kronecker(teacher_config, spec, teacher)
+        return config
+    if match_spec is None or match_spec.get("family", "kronecker") != "kronecker":
+        raise ValueError(f"a {family} student is sized to match a Kronecker student: its spec needs "
+                         "'match: <name of a kronecker student>'")
+    reference = student_config(teacher_config, match_spec, teacher)
+    target = count_parameters(reference)
+    if family == "lowrank":
+        config.low_rank = low_rank_ranks(reference)
+    else:
+        config = _dense_config(teacher_config, **dense_shape(teacher_config, target, spec))
+    params = count_parameters(config)
+    if abs(params / target - 1) > MATCH_TOLERANCE:
+        raise ValueError(f"the {family} student has {params:,} parameters, {params / target - 1:+.1%} off the "
+                         f"{target:,} of the Kronecker student it matches (allowed: {MATCH_TOLERANCE:.0%})")
     return config
 
 
@@ -222,45 +332,56 @@ def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel 
 
 
 @torch.no_grad()
-def compress(teacher: torch.nn.Module, spec: dict) -> tuple[torch.nn.Module, dict]:
-    """Kronecker student of ``teacher`` (a KBertModel or a task model), SVD-initialised.
+def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = None) -> tuple[torch.nn.Module, dict]:
+    """Student of ``teacher`` (a KBertModel or a task model) in the family of ``spec``.
 
-    Returns the student (same class as the teacher) and a report of the relative
-    Frobenius error of every compressed matrix.
+    Kronecker and low-rank students start from the SVD of the teacher's matrices (nearest
+    Kronecker product / truncated SVD) and copy everything else; dense students start from
+    random weights, as TinyBERT's do. Returns the student (same class as the teacher) and a
+    report with the relative Frobenius error of every factorised matrix.
     """
-    if getattr(teacher.config, "kronecker", None):
-        raise ValueError("the teacher is already a Kronecker model; compress a dense teacher")
+    if getattr(teacher.config, "kronecker", None) or getattr(teacher.config, "low_rank", None):
+        raise ValueError("the teacher is already compressed; compress a dense teacher")
     encoder = teacher.bert if hasattr(teacher, "bert") else teacher
-    config = student_config(teacher.config, spec, encoder)
+    config = student_config(teacher.config, spec, encoder, match_spec)
     student = type(teacher)(config)
     dense = dict(teacher.named_modules())
     errors = {}
     for name, module in student.named_modules():
+        if not isinstance(module, FACTORISED):
+            continue
+        W = dense[name].weight
         if isinstance(module, KroneckerLinear):
-            W = dense[name].weight
             A, B = nearest_kronecker(W, module.a_shape, module.b_shape, module.rank)
             module.A.copy_(A)
             module.B.copy_(B)
-            module.bias.copy_(dense[name].bias)
-            errors[name] = float((module.weight - W).norm() / W.norm())
         elif isinstance(module, KroneckerEmbedding):
-            W = dense[name].weight
             A, B = nearest_kronecker(W, (module.num_embeddings, module.embedding_dim // module.n), (1, module.n))
             module.A.copy_(A[0])
             module.B.copy_(B[0])
-            errors[name] = float((module.weight - W).norm() / W.norm())
-    # Everything not factorised keeps the teacher's values (same names, same shapes).
-    teacher_state = teacher.state_dict()
-    copied = {k: v for k, v in student.state_dict().items() if k in teacher_state and teacher_state[k].shape == v.shape}
-    student.load_state_dict({k: teacher_state[k] for k in copied}, strict=False)
+        else:
+            U, V = truncated_svd(W, module.rank)
+            module.U.copy_(U)
+            module.V.copy_(V)
+        if getattr(module, "bias", None) is not None:
+            module.bias.copy_(dense[name].bias)
+        errors[name] = float((module.weight - W).norm() / W.norm())
+    if spec.get("family", "kronecker") != "dense":
+        # Everything not factorised keeps the teacher's values (same names, same shapes).
+        teacher_state = teacher.state_dict()
+        copied = {k for k, v in student.state_dict().items() if k in teacher_state and teacher_state[k].shape == v.shape}
+        student.load_state_dict({k: teacher_state[k] for k in copied}, strict=False)
     report = {
+        "family": spec.get("family", "kronecker"),
         "kronecker": config.kronecker,
+        "low_rank": config.low_rank,
+        "shape": {k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
         "params": count_parameters(config),
         "teacher_params": count_parameters(teacher.config),
         "compression_factor": compression_factor(teacher.config, config),
         "flops_seq128": count_flops(config, 128),
         "teacher_flops_seq128": count_flops(teacher.config, 128),
-        "relative_error_mean": float(np.mean(list(errors.values()))),
+        "relative_error_mean": float(np.mean(list(errors.values()))) if errors else None,
         "relative_error": errors,
     }
     return student.eval(), report

@@ -37,10 +37,10 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: Stages that ``settings`` knows, as dotted paths into the config.
 STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data")
-#: Student families the code builds today (the schema also reserves dense and lowrank).
-IMPLEMENTED_FAMILIES = ("kronecker",)
 #: Explicit Kronecker shape keys of a student spec.
 SHAPE_KEYS = ("attention_a_shape", "ffn_a_shape", "embedding_n", "rank")
+#: Keys a dense (TinyBERT-style) student may fix.
+DENSE_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size")
 #: Rules whose resources come from ``resources`` (light rules get 1 thread, no GPU).
 LIGHT_RULES = ("aggregate", "report")
 
@@ -206,10 +206,24 @@ def _semantic_errors(config: dict) -> list[str]:
     students = config["students"]
     for name, spec in students.items():
         where = f"config.students.{name}"
-        if spec["family"] not in IMPLEMENTED_FAMILIES:
-            errors.append(f"{where}.family: {spec['family']!r} is reserved but not implemented; "
-                          f"implemented families: {list(IMPLEMENTED_FAMILIES)}")
+        family = spec["family"]
+        misplaced = [k for k in DENSE_KEYS if k in spec and family != "dense"]
+        if misplaced:
+            errors.append(f"{where}: {misplaced} apply to dense students only (family is {family!r})")
+        if family != "kronecker":
+            kron_keys = [k for k in ("preset", "target_compression", *SHAPE_KEYS) if k in spec]
+            match = spec.get("match")
+            if kron_keys:
+                errors.append(f"{where}: {kron_keys} apply to kronecker students only; a {family} student "
+                              "takes 'match' and is sized from it")
+            if match is None:
+                errors.append(f"{where}.match: a {family} student needs 'match: <kronecker student>'")
+            elif students.get(match, {}).get("family") != "kronecker":
+                kron = sorted(k for k, v in students.items() if v["family"] == "kronecker")
+                errors.append(f"{where}.match: {match!r} is not a kronecker student; kronecker students: {kron}")
             continue
+        if "match" in spec:
+            errors.append(f"{where}.match: only lowrank and dense students match another student")
         given = [k for k in ("preset", "target_compression") if k in spec]
         shapes = [k for k in SHAPE_KEYS if k in spec]
         if shapes:

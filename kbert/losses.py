@@ -10,6 +10,11 @@ All weights default to 1 (the paper's unweighted sum). Choices the paper leaves 
 arguments here and config fields, with defaults written down in docs/deviations.md:
 padding positions are excluded from every MSE (queries and keys for the scores), and
 the score MSE is averaged over heads.
+
+Students with fewer or narrower layers (the dense TinyBERT-style baseline) use TinyBERT's
+rules: student layer m is distilled from teacher layer m * (N / M), and student hidden
+states (embedding output included) pass through the student's learned ``fit_dense``
+projection before the hidden-state MSE.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ def attention_score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torc
     student, teacher: (B, H, T, T), already carrying the additive mask on padded keys;
     mask: (B, T). Padded entries are dropped, so the -1e38 mask values never enter the loss.
     """
+    if student.shape != teacher.shape:
+        raise ValueError(f"attention scores of shape {tuple(student.shape)} (student) vs {tuple(teacher.shape)} "
+                         "(teacher): scores are distilled head to head, so the head counts must match")
     pair = (mask[:, :, None] * mask[:, None, :]).to(student.dtype).unsqueeze(1)  # (B, 1, T, T)
     diff = torch.where(pair.bool(), student - teacher, torch.zeros((), dtype=student.dtype))
     return (diff**2).sum() / (pair.sum() * student.shape[1]).clamp_min(1)
@@ -60,35 +68,55 @@ def logit_loss(student, teacher, kind: str, temperature: float = 1.0) -> torch.T
     raise ValueError(f"unknown task kind {kind!r}")
 
 
-def intermediate_losses(student, teacher, mask: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Embedding, attention-score and hidden-state terms; student and teacher must have equal depth."""
-    if len(student.hidden_states) != len(teacher.hidden_states):
+def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (1-based) distilled into each student layer 1..M: m * N / M."""
+    if teacher_layers % student_layers:
         raise ValueError(
-            f"student has {len(student.hidden_states) - 1} layers, teacher {len(teacher.hidden_states) - 1}: "
-            "KroneckerBERT distils layer l to layer l, so the depths must match"
+            f"student has {student_layers} layers, teacher {teacher_layers}: layer m is distilled from teacher "
+            f"layer m * {teacher_layers}/{student_layers}, so the student depth must divide the teacher's"
         )
-    if student.hidden_states[0].shape[-1] != teacher.hidden_states[0].shape[-1]:
-        raise ValueError("student and teacher hidden sizes differ; KroneckerBERT keeps the teacher's width")
+    step = teacher_layers // student_layers
+    return [m * step for m in range(1, student_layers + 1)]
+
+
+def intermediate_losses(student, teacher, mask: torch.Tensor, projection=None) -> dict[str, torch.Tensor]:
+    """Embedding, attention-score and hidden-state terms.
+
+    ``projection`` (the student's ``fit_dense``) maps student hidden states to the teacher's
+    width; it is required exactly when the widths differ.
+    """
+    mapped = teacher_layers(len(student.hidden_states) - 1, len(teacher.hidden_states) - 1)
+    s_width, t_width = student.hidden_states[0].shape[-1], teacher.hidden_states[0].shape[-1]
+    if (s_width != t_width) != (projection is not None):
+        raise ValueError(
+            f"student width {s_width}, teacher width {t_width}: a projection is needed exactly when they differ "
+            "(KroneckerBERT keeps the teacher's width; dense students carry fit_dense)"
+        )
+    project = projection or (lambda h: h)
+    t_hidden = [teacher.hidden_states[0]] + [teacher.hidden_states[n] for n in mapped]
+    t_scores = [teacher.attention_scores[n - 1] for n in mapped]
+    s_hidden = [project(h) for h in student.hidden_states]
     return {
-        "embedding": masked_mse(student.hidden_states[0], teacher.hidden_states[0], mask),
-        "attention": sum(attention_score_mse(s, t, mask) for s, t in zip(student.attention_scores, teacher.attention_scores)),
-        "hidden": sum(masked_mse(s, t, mask) for s, t in zip(student.hidden_states[1:], teacher.hidden_states[1:])),
+        "embedding": masked_mse(s_hidden[0], t_hidden[0], mask),
+        "attention": sum(attention_score_mse(s, t, mask) for s, t in zip(student.attention_scores, t_scores)),
+        "hidden": sum(masked_mse(s, t, mask) for s, t in zip(s_hidden[1:], t_hidden[1:])),
     }
 
 
 def distillation_loss(student, teacher, mask, weights: dict[str, float], kind: str | None = None,
-                      temperature: float = 1.0) -> tuple[torch.Tensor, dict[str, float]]:
+                      temperature: float = 1.0, projection=None) -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the enabled terms (weight 0 = off) and each term's value for logging.
 
     ``kind`` None means there is no task head (general distillation): logit and supervised
     terms are skipped. The supervised term is the student model's own ``loss``.
+    ``projection``: see ``intermediate_losses``.
     """
     unknown = set(weights) - set(TERMS) - {"mlm", "nsp"}
     if unknown:
         raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {list(TERMS)}")
     terms: dict[str, torch.Tensor] = {}
     if any(weights.get(k, 0) for k in ("embedding", "attention", "hidden")):
-        terms.update({k: v for k, v in intermediate_losses(student, teacher, mask).items() if weights.get(k, 0)})
+        terms.update({k: v for k, v in intermediate_losses(student, teacher, mask, projection).items() if weights.get(k, 0)})
     if kind is not None and weights.get("logit", 0):
         terms["logit"] = logit_loss(student, teacher, kind, temperature)
     if kind is not None and weights.get("supervised", 0):

@@ -17,6 +17,12 @@ Which matrices are Kronecker is set by ``KBertConfig.kronecker`` (``None`` = den
      "ffn_a_shape": [m1, n1],         # A of W1 (intermediate x hidden); W2 uses it swapped
      "embedding_n": n,                # word embedding = A_E (V x d/n) kron B_E (1 x n)
      "rank": 1}                       # number of Kronecker sums
+
+The equal-size baselines (issue "same-pipeline baselines") use the same code:
+
+    low_rank = {"attention_rank": r, "ffn_rank": r, "embedding_rank": r}   # W = U V (kbert/lowrank.py)
+    teacher_hidden_size = 384   # a narrower dense student (TinyBERT-style): ``fit_dense`` maps its
+                                # hidden states to the teacher's width for the distillation losses
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from transformers.utils import ModelOutput
 
 from kbert.fastkron import attention_context, attention_scores, kron_heads
 from kbert.kronecker import KroneckerEmbedding, KroneckerLinear
+from kbert.lowrank import LowRankEmbedding, LowRankLinear
 
 
 class KBertConfig(PretrainedConfig):
@@ -54,6 +61,8 @@ class KBertConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         kronecker: dict | None = None,
+        low_rank: dict | None = None,
+        teacher_hidden_size: int | None = None,
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -72,6 +81,11 @@ class KBertConfig(PretrainedConfig):
         self.initializer_range = initializer_range
         self.layer_norm_eps = layer_norm_eps
         self.kronecker = dict(kronecker) if kronecker else None
+        self.low_rank = dict(low_rank) if low_rank else None
+        if self.kronecker and self.low_rank:
+            raise ValueError("a model is Kronecker-factored or low-rank, not both")
+        # Set only for students narrower than their teacher (then they carry ``fit_dense``).
+        self.teacher_hidden_size = teacher_hidden_size if teacher_hidden_size != hidden_size else None
 
     @classmethod
     def from_bert_config(cls, bert_config, **overrides) -> "KBertConfig":
@@ -93,19 +107,19 @@ class KBertConfig(PretrainedConfig):
         return cls(**fields)
 
 
-def make_linear(in_features: int, out_features: int, a_shape, rank: int) -> nn.Module:
-    """Dense ``nn.Linear`` when ``a_shape`` is None, else a ``KroneckerLinear``."""
-    if a_shape is None:
-        return nn.Linear(in_features, out_features)
-    return KroneckerLinear(in_features, out_features, tuple(a_shape), rank=rank)
+def make_linear(config: KBertConfig, group: str, in_features: int, out_features: int, swap: bool = False) -> nn.Module:
+    """The ``group`` ("attention" or "ffn") matrix in this config's factorisation.
 
-
-def _kron(config: KBertConfig, key: str):
-    return None if config.kronecker is None else config.kronecker.get(key)
-
-
-def _rank(config: KBertConfig) -> int:
-    return 1 if config.kronecker is None else int(config.kronecker.get("rank", 1))
+    Dense ``nn.Linear`` by default; ``KroneckerLinear`` (A shape swapped for FFN W2, whose
+    matrix is W1's transposed in shape) or ``LowRankLinear`` when the config says so.
+    """
+    if config.kronecker is not None:
+        a_shape = config.kronecker[f"{group}_a_shape"]
+        a_shape = (a_shape[1], a_shape[0]) if swap else tuple(a_shape)
+        return KroneckerLinear(in_features, out_features, a_shape, rank=int(config.kronecker.get("rank", 1)))
+    if config.low_rank is not None:
+        return LowRankLinear(in_features, out_features, int(config.low_rank[f"{group}_rank"]))
+    return nn.Linear(in_features, out_features)
 
 
 # --------------------------------------------------------------------------------------
@@ -118,11 +132,13 @@ class KBertEmbeddings(nn.Module):
 
     def __init__(self, config: KBertConfig):
         super().__init__()
-        n = _kron(config, "embedding_n")
-        if n is None:
-            self.word_embeddings = nn.Embedding(config.vocab_size, config.hidden_size, padding_idx=config.pad_token_id)
+        V, d, pad = config.vocab_size, config.hidden_size, config.pad_token_id
+        if config.kronecker is not None:
+            self.word_embeddings = KroneckerEmbedding(V, d, int(config.kronecker["embedding_n"]), pad)
+        elif config.low_rank is not None:
+            self.word_embeddings = LowRankEmbedding(V, d, int(config.low_rank["embedding_rank"]), pad)
         else:
-            self.word_embeddings = KroneckerEmbedding(config.vocab_size, config.hidden_size, int(n), config.pad_token_id)
+            self.word_embeddings = nn.Embedding(V, d, padding_idx=pad)
         # Position and token-type tables stay dense: only then does KroneckerBERT_21 count to
         # the paper's 5.2M parameters (see docs/deviations.md).
         self.position_embeddings = nn.Embedding(config.max_position_embeddings, config.hidden_size)
@@ -150,12 +166,12 @@ class KBertSelfAttention(nn.Module):
 
     def __init__(self, config: KBertConfig):
         super().__init__()
-        d, a_shape, rank = config.hidden_size, _kron(config, "attention_a_shape"), _rank(config)
+        d = config.hidden_size
         self.num_heads = config.num_attention_heads
         self.head_dim = d // self.num_heads
-        self.query = make_linear(d, d, a_shape, rank)
-        self.key = make_linear(d, d, a_shape, rank)
-        self.value = make_linear(d, d, a_shape, rank)
+        self.query = make_linear(config, "attention", d, d)
+        self.key = make_linear(config, "attention", d, d)
+        self.value = make_linear(config, "attention", d, d)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
@@ -203,7 +219,7 @@ class KBertSelfOutput(nn.Module):
     def __init__(self, config: KBertConfig):
         super().__init__()
         d = config.hidden_size
-        self.dense = make_linear(d, d, _kron(config, "attention_a_shape"), _rank(config))
+        self.dense = make_linear(config, "attention", d, d)
         self.LayerNorm = nn.LayerNorm(d, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -227,7 +243,7 @@ class KBertIntermediate(nn.Module):
 
     def __init__(self, config: KBertConfig):
         super().__init__()
-        self.dense = make_linear(config.hidden_size, config.intermediate_size, _kron(config, "ffn_a_shape"), _rank(config))
+        self.dense = make_linear(config, "ffn", config.hidden_size, config.intermediate_size)
         self.act = ACT2FN[config.hidden_act]
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
@@ -235,13 +251,11 @@ class KBertIntermediate(nn.Module):
 
 
 class KBertOutput(nn.Module):
-    """FFN W2 (d_ff -> d; its A factor is W1's A transposed in shape), residual, LayerNorm."""
+    """FFN W2 (d_ff -> d), residual, LayerNorm."""
 
     def __init__(self, config: KBertConfig):
         super().__init__()
-        a_shape = _kron(config, "ffn_a_shape")
-        swapped = None if a_shape is None else (a_shape[1], a_shape[0])
-        self.dense = make_linear(config.intermediate_size, config.hidden_size, swapped, _rank(config))
+        self.dense = make_linear(config, "ffn", config.intermediate_size, config.hidden_size, swap=True)
         self.LayerNorm = nn.LayerNorm(config.hidden_size, eps=config.layer_norm_eps)
         self.dropout = nn.Dropout(config.hidden_dropout_prob)
 
@@ -320,7 +334,7 @@ class KBertPreTrainedModel(PreTrainedModel):
         elif isinstance(module, nn.LayerNorm):
             nn.init.ones_(module.weight)
             nn.init.zeros_(module.bias)
-        elif isinstance(module, (KroneckerLinear, KroneckerEmbedding)):
+        elif isinstance(module, (KroneckerLinear, KroneckerEmbedding, LowRankLinear, LowRankEmbedding)):
             module.reset_parameters()
 
 
@@ -332,6 +346,10 @@ class KBertModel(KBertPreTrainedModel):
         self.embeddings = KBertEmbeddings(config)
         self.encoder = KBertEncoder(config)
         self.pooler = KBertPooler(config)
+        if config.teacher_hidden_size:
+            # TinyBERT's learned projection (student width -> teacher width) for the embedding
+            # and hidden-state losses; used only in distillation, not counted as a parameter.
+            self.fit_dense = nn.Linear(config.hidden_size, config.teacher_hidden_size)
         self.post_init()
 
     def forward(

@@ -61,12 +61,13 @@ def test_padding_never_enters_the_losses():
 
 
 def test_depth_mismatch_is_a_clear_error():
+    """Student layer m takes teacher layer m * N / M, so M must divide N (here 2 vs 3)."""
     teacher, student = _pair()
     batch = _batch()
     t_out = teacher(**batch)
     s_out = student(**batch)
-    s_out.hidden_states = s_out.hidden_states[:-1]
-    with pytest.raises(ValueError, match="depths must match"):
+    t_out.hidden_states = t_out.hidden_states + t_out.hidden_states[-1:]
+    with pytest.raises(ValueError, match="the student depth must divide the teacher's"):
         distillation_loss(s_out, t_out, batch["attention_mask"], ALL, "classification")
 
 

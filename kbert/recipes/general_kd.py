@@ -2,7 +2,8 @@
 
 Teacher: the *pre-trained* encoder (not fine-tuned). Loss: embedding-output MSE +
 per-layer pre-softmax attention-score MSE + per-layer hidden-state MSE, layer l to layer l
-(paper Eq. 14 without the task terms). The paper adds MLM and NSP losses; kbert does not
+(paper Eq. 14 without the task terms); dense TinyBERT-style students use TinyBERT's layer
+mapping and projection (kbert/losses.py). The paper adds MLM and NSP losses; kbert does not
 implement them (the offline MiniLM teacher has no MLM/NSP heads): docs/deviations.md.
 """
 
@@ -61,7 +62,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     def step_loss(batch):
         with torch.no_grad():
             t_out = teacher(**batch)
-        return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"])
+        return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"],
+                                 projection=getattr(model, "fit_dense", None))
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])

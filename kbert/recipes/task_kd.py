@@ -35,11 +35,16 @@ VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
 
 
 def student_task_model(encoder: KBertModel, teacher, kind: str, num_labels: int):
-    """The student encoder with the fine-tuned teacher's pooler and prediction head."""
+    """The student encoder with the fine-tuned teacher's pooler and prediction head.
+
+    A narrower (dense TinyBERT-style) student cannot take them: its head starts random
+    and is learnt in task distillation, as in TinyBERT.
+    """
     model = task_model_from_encoder(encoder, kind, num_labels)
-    head = "qa_outputs" if kind == "span" else "classifier"
-    getattr(model, head).load_state_dict(getattr(teacher, head).state_dict())
-    model.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
+    if encoder.config.hidden_size == teacher.config.hidden_size:
+        head = "qa_outputs" if kind == "span" else "classifier"
+        getattr(model, head).load_state_dict(getattr(teacher, head).state_dict())
+        model.bert.pooler.load_state_dict(teacher.bert.pooler.state_dict())
     return model
 
 
@@ -81,7 +86,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         with torch.no_grad():
             t_out = teacher(**model_inputs(batch))
         s_out = model(**batch)
-        return distillation_loss(s_out, t_out, batch["attention_mask"], weights, spec.kind, s["temperature"])
+        return distillation_loss(s_out, t_out, batch["attention_mask"], weights, spec.kind, s["temperature"],
+                                 projection=getattr(model.bert, "fit_dense", None))
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
@@ -94,7 +100,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "variant": variant, "augment": variant == "full_aug", "seed": seed,
         "params": params, "compression_factor": dense_params / params,
         "flops": count_flops(model.config, s["max_seq_length"]),
-        "kronecker": model.config.kronecker,
+        "kronecker": model.config.kronecker, "low_rank": model.config.low_rank,
+        "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
         "train_examples": len(features),
         "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), seed),

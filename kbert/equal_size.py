@@ -1,0 +1,193 @@
+"""The equal-size comparison: Kronecker vs low-rank vs dense TinyBERT-style students.
+
+Every student here went through the same teacher, data, general and task distillation
+and budget, at (within 5%) the same parameter count as the Kronecker student it
+``match``es, over several seeds. One entry point, :func:`write`, called by
+``python -m kbert.cli equal-size``, writes into one directory (``results/equal_size/``):
+
+    runs.csv       one row per (model, task, seed, eval split), as glue.csv
+    summary.csv    mean, sd, median over seeds, with the size budget each model belongs to
+    verdicts.csv   per (budget, task): who wins, counted only where the seed spreads
+                   (mean +- sd) do not overlap
+    equal_size.md / .tex, equal_size.png / .pdf
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kbert import report  # noqa: E402
+from kbert.provenance import write_csv  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FAMILY_LABELS = {"kronecker": "Kronecker", "lowrank": "Low-rank (SVD)", "dense": "Dense (TinyBERT-style)"}
+FAMILY_COLORS = {"kronecker": "tab:blue", "lowrank": "tab:green", "dense": "tab:orange"}
+RIVALS = ("dense", "lowrank")
+
+
+TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI-m",
+               "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD v2.0"}
+
+
+def task_label(task: str) -> str:
+    return TASK_LABELS.get(task, task)
+
+
+def budget_of(students: dict, model: str) -> str | None:
+    """The Kronecker student whose size ``model`` has (itself for a Kronecker student)."""
+    spec = students.get(model)
+    if spec is None:
+        return None
+    return spec.get("match") or model
+
+
+def collect(runs, students: dict) -> pd.DataFrame:
+    """Rows of every metrics.json under ``runs`` (teachers and students), with ``budget``."""
+    rows = []
+    for path in report.find_metric_files(runs):
+        rows.extend(report.flatten_metrics(json.loads(Path(path).read_text())))
+    if not rows:
+        raise ValueError(f"no evaluated runs under {list(map(str, runs))}")
+    frame = report.fill_teacher(report.order_columns(pd.DataFrame(rows)))
+    frame.insert(1, "budget", [budget_of(students, m) for m in frame["model"]])
+    return frame.sort_values(["task", "budget", "model", "seed", "eval_split"], na_position="first",
+                             kind="stable").reset_index(drop=True)
+
+
+def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+    summary = report.summarise(frame.drop(columns="budget"))
+    budgets = frame.drop_duplicates("model").set_index("model")["budget"]
+    summary.insert(1, "budget", summary["model"].map(budgets))
+    return summary
+
+
+def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
+    """One scored row per (model, task): the task's first eval split (MNLI: matched)."""
+    scored = summary[summary["n"] > 0]
+    first_split = scored.groupby("task")["eval_split"].min()
+    return scored[scored["eval_split"] == scored["task"].map(first_split)]
+
+
+def verdict(kron: pd.Series | None, rival: pd.Series | None) -> str:
+    """'kronecker', the rival's family, or 'overlap' (mean +- sd intervals intersect)."""
+    if kron is None or rival is None:
+        return "missing"
+    k_lo, k_hi = kron["score_mean"] - _sd(kron), kron["score_mean"] + _sd(kron)
+    r_lo, r_hi = rival["score_mean"] - _sd(rival), rival["score_mean"] + _sd(rival)
+    if k_lo > r_hi:
+        return "kronecker"
+    if r_lo > k_hi:
+        return rival["family"]
+    return "overlap"
+
+
+def _sd(row: pd.Series) -> float:
+    return 0.0 if pd.isna(row["score_sd"]) else float(row["score_sd"])
+
+
+def verdicts(summary: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    students = main_rows(summary[summary["family"] != report.TEACHER_FAMILY])
+    for (budget, task), group in students.groupby(["budget", "task"], sort=True):
+        by_family = {r["family"]: r for _, r in group.iterrows()}
+        for rival in RIVALS:
+            if rival in by_family or "kronecker" in by_family:
+                rows.append({"budget": budget, "task": task, "rival": rival,
+                             "winner": verdict(by_family.get("kronecker"), by_family.get(rival)),
+                             "seeds_kronecker": by_family["kronecker"]["n"] if "kronecker" in by_family else 0,
+                             "seeds_rival": by_family[rival]["n"] if rival in by_family else 0})
+    return pd.DataFrame(rows, columns=["budget", "task", "rival", "winner", "seeds_kronecker", "seeds_rival"])
+
+
+def _cell(row: pd.Series | None) -> str:
+    if row is None:
+        return report.MISSING
+    return report.Cell(row["score_mean"], row["score_sd"], int(row["n"])).show() + f" (n={int(row['n'])})"
+
+
+def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Table:
+    students = main_rows(summary[summary["family"] != report.TEACHER_FAMILY])
+    teachers = main_rows(summary[summary["family"] == report.TEACHER_FAMILY]).set_index("task")
+    blocks = []
+    for budget, group in students.groupby("budget", sort=True):
+        header = ["Task", "Teacher"] + [FAMILY_LABELS[f] for f in ("kronecker", *RIVALS)] + \
+                 [f"vs {FAMILY_LABELS[r].split(' ')[0].lower()}" for r in RIVALS]
+        rows = []
+        for task, rows_task in group.groupby("task", sort=True):
+            by_family = {r["family"]: r for _, r in rows_task.iterrows()}
+            teacher = teachers["score_mean"].get(task)
+            won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")["winner"]
+            rows.append([task_label(task), report.fmt_number(100 * teacher) if teacher == teacher else report.MISSING]
+                        + [_cell(by_family.get(f)) for f in ("kronecker", *RIVALS)]
+                        + [won.get(r, "missing") for r in RIVALS])
+        params = {f: int(r["params"]) for f, r in group.drop_duplicates("family").set_index("family").iterrows()}
+        sizes = ", ".join(f"{FAMILY_LABELS[f]} {params[f] / 1e6:.2f}M" for f in ("kronecker", *RIVALS) if f in params)
+        blocks.append((f"Budget of {labels.get(budget, budget)} ({sizes} parameters)", header, rows))
+    notes = [
+        "Score x100 on the task's dev split (MNLI: matched), mean ± sample sd over seeds (n = seeds).",
+        "A win counts only where the mean ± sd intervals do not overlap; 'overlap' = no winner.",
+        "Same teacher, data, general KD and task KD settings for every family; see config.resolved.yaml.",
+        "Setup: " + report.our_setup(summary[summary["family"] != report.TEACHER_FAMILY]),
+    ]
+    for rival in RIVALS:
+        counts = wins[wins["rival"] == rival]["winner"].value_counts()
+        notes.append(f"Kronecker vs {FAMILY_LABELS[rival]}: Kronecker wins {counts.get('kronecker', 0)}, "
+                     f"{rival} wins {counts.get(rival, 0)}, overlap {counts.get('overlap', 0)} "
+                     f"of {int(counts.sum())} (budget, task) pairs.")
+    return report.Table("equal_size", "Equal-size students: Kronecker vs low-rank vs dense (same pipeline)",
+                        blocks, notes)
+
+
+def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
+    students = main_rows(summary[summary["family"] != report.TEACHER_FAMILY])
+    teachers = main_rows(summary[summary["family"] == report.TEACHER_FAMILY]).set_index("task")["score_mean"]
+    tasks = sorted(students["task"].unique())
+    budgets = sorted(students["budget"].unique())
+    families = [f for f in ("kronecker", *RIVALS) if f in set(students["family"])]
+    fig, axes = report.grid(len(tasks))
+    width = 0.8 / len(families)
+    for ax, task in zip(axes, tasks):
+        rows = students[students["task"] == task]
+        for i, family in enumerate(families):
+            cells = [rows[(rows["budget"] == b) & (rows["family"] == family)] for b in budgets]
+            means = [100 * c["score_mean"].iloc[0] if len(c) else np.nan for c in cells]
+            sds = [100 * c["score_sd"].fillna(0).iloc[0] if len(c) else 0 for c in cells]
+            ax.bar(np.arange(len(budgets)) + (i - (len(families) - 1) / 2) * width, means, width, yerr=sds,
+                   capsize=2, color=FAMILY_COLORS[family], label=FAMILY_LABELS[family])
+        if task in teachers:
+            ax.axhline(100 * teachers[task], color="black", linestyle="--", linewidth=1, label="Teacher")
+        ax.set_xticks(range(len(budgets)), [labels.get(b, b) for b in budgets], fontsize=7)
+        ax.set_title(task_label(task), fontsize=9)
+        ax.tick_params(labelsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7)
+    caption = ("Bars: mean over seeds, error bars: sample sd. Same pipeline and budget for every family. "
+               + report.our_setup(students))
+    return report.save_figure(fig, fig_dir, "equal_size", caption, legend_width=0.16)
+
+
+def write(runs, out_dir: str | Path, students: dict) -> dict[str, pd.DataFrame]:
+    """Everything of the comparison into ``out_dir`` (see the module docstring)."""
+    out_dir = Path(out_dir)
+    frame = collect(runs, students)
+    summary = summarise(frame)
+    wins = verdicts(summary)
+    for name, part in (("runs", frame), ("summary", summary), ("verdicts", wins)):
+        write_csv(out_dir / f"{name}.csv", part)
+    labels = {name: spec.get("label", name) for name, spec in students.items()}
+    rendered = table(summary, wins, labels)
+    report.write_text(out_dir / "equal_size.md", report.render_markdown(rendered))
+    report.write_text(out_dir / "equal_size.tex", report.render_latex(rendered))
+    figure(summary, out_dir, labels)
+    log.info("equal-size comparison: %d runs into %s", len(frame), out_dir)
+    return {"runs": frame, "summary": summary, "verdicts": wins}

@@ -1,0 +1,153 @@
+"""Equal-size baselines: low-rank and dense TinyBERT-style students built by the same compress step."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from kbert.compress import MATCH_TOLERANCE, compress, count_parameters, student_config
+from kbert.losses import distillation_loss, intermediate_losses, teacher_layers
+from kbert.lowrank import LowRankEmbedding, LowRankLinear, truncated_svd
+from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel
+
+MINILM = KBertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                     intermediate_size=1536)
+TINY = dict(vocab_size=200, hidden_size=48, num_hidden_layers=6, num_attention_heads=12, intermediate_size=192,
+            max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+
+
+@pytest.mark.parametrize("teacher, kron_spec", [
+    (MINILM, {"target_compression": 7.7}),
+    (MINILM, {"target_compression": 21}),
+    (KBertConfig(), {"preset": "kroneckerbert_8"}),
+    (KBertConfig(), {"preset": "kroneckerbert_21"}),
+])
+def test_all_three_families_have_the_same_parameter_count(teacher, kron_spec):
+    target = count_parameters(student_config(teacher, kron_spec))
+    for family in ("lowrank", "dense"):
+        config = student_config(teacher, {"family": family, "match": "k"}, match_spec=kron_spec)
+        assert abs(count_parameters(config) / target - 1) <= MATCH_TOLERANCE, family
+
+
+def test_tinybert4_shape_matches_kroneckerbert8_on_bert_base():
+    """The issue's dense student at the 8x budget: TinyBERT_4 (4 x 312, FFN 1200, 12 heads)."""
+    spec = {"family": "dense", "match": "k", "num_hidden_layers": 4, "hidden_size": 312, "intermediate_size": 1200}
+    config = student_config(KBertConfig(), spec, match_spec={"preset": "kroneckerbert_8"})
+    assert (config.num_hidden_layers, config.hidden_size, config.intermediate_size) == (4, 312, 1200)
+    assert count_parameters(config) == 14_350_248  # TinyBERT's paper: 14.5M with its 1.2M-param fit_dense layers
+
+
+def test_a_dense_shape_too_far_from_the_budget_is_refused():
+    spec = {"family": "dense", "match": "k", "hidden_size": 312, "intermediate_size": 1200}
+    with pytest.raises(ValueError, match="off the 5,228,272 of the Kronecker student"):
+        student_config(KBertConfig(), spec, match_spec={"preset": "kroneckerbert_21"})
+    with pytest.raises(ValueError, match="needs 'match"):
+        student_config(KBertConfig(), {"family": "lowrank"})
+
+
+def test_projection_only_in_the_dense_family_and_not_counted():
+    torch.manual_seed(0)
+    teacher = KBertModel(KBertConfig(**TINY)).eval()
+    kron = {"target_compression": 4}
+    built = {f: compress(teacher, spec, kron if f != "kronecker" else None)[0]
+             for f, spec in [("kronecker", kron), ("lowrank", {"family": "lowrank", "match": "k"}),
+                             ("dense", {"family": "dense", "match": "k"})]}
+    for family, model in built.items():
+        has = any(name.startswith("fit_dense.") for name in model.state_dict())
+        assert has == (family == "dense"), family
+    dense = built["dense"]
+    assert dense.fit_dense.weight.shape == (48, dense.config.hidden_size)
+    total = sum(p.numel() for p in dense.parameters())
+    assert count_parameters(dense.config) == total - dense.fit_dense.weight.numel() - 48
+    # The dense student is TinyBERT-style: a third of the layers, the teacher's head count.
+    assert dense.config.num_hidden_layers == 2 and dense.config.num_attention_heads == 12
+
+
+def test_low_rank_init_is_the_truncated_svd():
+    torch.manual_seed(0)
+    W = torch.randn(24, 40, dtype=torch.float64)
+    U, V = truncated_svd(W, 5)
+    S = torch.linalg.svdvals(W)
+    # Eckart-Young: the error of the best rank-5 approximation is the tail of the spectrum.
+    assert float((W - U @ V).norm()) == pytest.approx(float(S[5:].norm()), rel=1e-10)
+    layer = LowRankLinear(40, 24, 5).double()
+    with torch.no_grad():
+        layer.U.copy_(U)
+        layer.V.copy_(V)
+        layer.bias.normal_()
+    x = torch.randn(3, 7, 40, dtype=torch.float64)
+    torch.testing.assert_close(layer(x), x @ (U @ V).T + layer.bias)
+    emb = LowRankEmbedding(10, 6, 2)
+    ids = torch.tensor([[0, 3, 9]])
+    torch.testing.assert_close(emb(ids), emb.weight[ids])
+    with pytest.raises(ValueError, match="rank 9 is not allowed"):
+        LowRankLinear(8, 4, 9)
+
+
+def test_low_rank_student_copies_the_teacher_outside_the_factorised_matrices():
+    torch.manual_seed(0)
+    teacher = KBertForSequenceClassification(KBertConfig(**TINY, num_labels=3)).eval()
+    student, report = compress(teacher, {"family": "lowrank", "match": "k"}, {"target_compression": 4})
+    assert report["family"] == "lowrank" and set(report["low_rank"]) == {"attention_rank", "ffn_rank", "embedding_rank"}
+    assert isinstance(student.bert.encoder.layer[0].attention.self.query, LowRankLinear)
+    for name in ("classifier.weight", "bert.pooler.dense.weight", "bert.embeddings.position_embeddings.weight",
+                 "bert.encoder.layer.2.attention.self.query.bias"):
+        torch.testing.assert_close(student.state_dict()[name], teacher.state_dict()[name])
+    q_student = student.bert.encoder.layer[2].attention.self.query
+    W = teacher.bert.encoder.layer[2].attention.self.query.weight.detach()
+    S = torch.linalg.svdvals(W.double())
+    assert float((q_student.weight - W).detach().norm()) == pytest.approx(float(S[q_student.rank:].norm()), rel=1e-4)
+
+
+def test_tinybert_layer_mapping():
+    assert teacher_layers(4, 12) == [3, 6, 9, 12]
+    assert teacher_layers(2, 6) == [3, 6]
+    assert teacher_layers(6, 6) == [1, 2, 3, 4, 5, 6]
+    with pytest.raises(ValueError, match="must divide the teacher's"):
+        teacher_layers(4, 6)
+
+
+def _fake_outputs(hidden, scores):
+    return SimpleNamespace(hidden_states=tuple(hidden), attention_scores=tuple(scores))
+
+
+def test_mapped_layers_and_projection_enter_the_losses():
+    """A 2-layer student equal to teacher layers 3 and 6 after its projection has zero loss."""
+    torch.manual_seed(0)
+    B, T, H, d_s, d_t = 2, 5, 3, 4, 8
+    mask = torch.ones(B, T)
+    t_hidden = [torch.randn(B, T, d_t) for _ in range(7)]
+    t_scores = [torch.randn(B, H, T, T) for _ in range(6)]
+    projection = torch.nn.Linear(d_s, d_t)
+    s_hidden = [torch.randn(B, T, d_s) for _ in range(3)]
+    with torch.no_grad():
+        t_hidden = [projection(s_hidden[0]), *t_hidden[1:3], projection(s_hidden[1]), *t_hidden[4:6],
+                    projection(s_hidden[2])]
+    student = _fake_outputs(s_hidden, [t_scores[2], t_scores[5]])
+    teacher = _fake_outputs(t_hidden, t_scores)
+    terms = intermediate_losses(student, teacher, mask, projection)
+    assert all(float(v) == pytest.approx(0.0, abs=1e-12) for v in terms.values())
+    # Map to the wrong layers, or forget the projection: clear errors or a non-zero loss.
+    wrong = intermediate_losses(_fake_outputs(s_hidden, [t_scores[1], t_scores[4]]), teacher, mask, projection)
+    assert float(wrong["attention"]) > 0
+    with pytest.raises(ValueError, match="a projection is needed exactly when"):
+        intermediate_losses(student, teacher, mask)
+
+
+def test_dense_student_distils_from_a_real_teacher():
+    """Gradients reach the dense student's fit_dense; its loss terms are finite."""
+    torch.manual_seed(0)
+    teacher = KBertForSequenceClassification(KBertConfig(**TINY, num_labels=2)).eval()
+    student, _ = compress(teacher, {"family": "dense", "match": "k"}, {"target_compression": 4})
+    student.train()
+    ids = torch.randint(1, 200, (2, 9))
+    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids),
+             "labels": torch.tensor([0, 1])}
+    with torch.no_grad():
+        t_out = teacher(**batch)
+    weights = {"embedding": 1.0, "attention": 1.0, "hidden": 1.0, "logit": 1.0, "supervised": 1.0}
+    loss, terms = distillation_loss(student(**batch), t_out, batch["attention_mask"], weights, "classification",
+                                    projection=student.bert.fit_dense)
+    loss.backward()
+    assert torch.isfinite(loss) and set(terms) == set(weights)
+    assert student.bert.fit_dense.weight.grad.abs().sum() > 0
