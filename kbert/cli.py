@@ -92,6 +92,13 @@ def cmd_report(args) -> None:
     write_figures(args.results, args.figures)
 
 
+def cmd_equal_size(args) -> None:
+    from kbert.equal_size import write
+
+    config = _load(args)
+    write(args.runs, args.out, config["students"])
+
+
 def cmd_bench(args) -> None:
     from kbert.bench.__main__ import main as bench_main
 
@@ -118,7 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", required=True)
     p.add_argument("--out", required=True)
 
-    p = stage("compress", cmd_compress, "SVD-initialise a Kronecker student from the pre-trained teacher")
+    p = stage("compress", cmd_compress, "build a student from the pre-trained teacher (SVD init; dense: random)")
     p.add_argument("--student", required=True)
     p.add_argument("--out", required=True)
 
@@ -144,6 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("report", cmd_report, "paper tables and figures from results/*.csv")
     p.add_argument("--results", required=True)
     p.add_argument("--figures", required=True)
+
+    p = stage("equal-size", cmd_equal_size, "the equal-size comparison: CSVs, table and figure in one directory")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the sweep and its teachers")
+    p.add_argument("--out", required=True)
 
     p = stage("bench", cmd_bench, "benchmarks: layers | models | augment (see python -m kbert.bench -h)", config=False)
     p.add_argument("rest", nargs=argparse.REMAINDER)

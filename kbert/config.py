@@ -235,10 +235,22 @@ def _semantic_errors(config: dict) -> list[str]:
             missing = [k for k in SHAPE_KEYS[:3] if k not in spec]
             if missing:
                 errors.append(f"{where}: explicit shapes need {list(SHAPE_KEYS[:3])}; missing {missing}")
+    sweep = config["equal_size"]
+    check_tasks(sweep["tasks"], "config.equal_size.tasks")
+    check_task_keys(sweep["per_task_seeds"], "config.equal_size.per_task_seeds")
+    for i, name in enumerate(sweep["tasks"]):
+        if name in TASKS and name not in config["tasks"]:
+            errors.append(f"config.equal_size.tasks[{i}]: {name!r} is not in config.tasks {config['tasks']}")
+    for i, name in enumerate(sweep["students"]):
+        if name not in students:
+            errors.append(f"config.equal_size.students[{i}]: unknown student {name!r}; students: {sorted(students)}")
     if config["ablation_students"] is not None:
         for i, name in enumerate(config["ablation_students"]):
             if name not in students:
                 errors.append(f"config.ablation_students[{i}]: unknown student {name!r}; students: {sorted(students)}")
+            elif students[name]["family"] != "kronecker":
+                errors.append(f"config.ablation_students[{i}]: {name!r} is a {students[name]['family']} student; "
+                              "the Table 6 ablations run on kronecker students")
 
     for stage in STAGES:
         section = _section(config, stage)

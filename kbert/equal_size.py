@@ -79,20 +79,19 @@ def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
 
 
 def verdict(kron: pd.Series | None, rival: pd.Series | None) -> str:
-    """'kronecker', the rival's family, or 'overlap' (mean +- sd intervals intersect)."""
+    """'kronecker', the rival's family, 'overlap' (mean +- sd intervals intersect), or
+    'one seed' (no spread to compare: no winner is called from a single run)."""
     if kron is None or rival is None:
         return "missing"
-    k_lo, k_hi = kron["score_mean"] - _sd(kron), kron["score_mean"] + _sd(kron)
-    r_lo, r_hi = rival["score_mean"] - _sd(rival), rival["score_mean"] + _sd(rival)
+    if min(kron["n"], rival["n"]) < 2:
+        return "one seed"
+    k_lo, k_hi = kron["score_mean"] - kron["score_sd"], kron["score_mean"] + kron["score_sd"]
+    r_lo, r_hi = rival["score_mean"] - rival["score_sd"], rival["score_mean"] + rival["score_sd"]
     if k_lo > r_hi:
         return "kronecker"
     if r_lo > k_hi:
         return rival["family"]
     return "overlap"
-
-
-def _sd(row: pd.Series) -> float:
-    return 0.0 if pd.isna(row["score_sd"]) else float(row["score_sd"])
 
 
 def verdicts(summary: pd.DataFrame) -> pd.DataFrame:
@@ -135,7 +134,8 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
         blocks.append((f"Budget of {labels.get(budget, budget)} ({sizes} parameters)", header, rows))
     notes = [
         "Score x100 on the task's dev split (MNLI: matched), mean ± sample sd over seeds (n = seeds).",
-        "A win counts only where the mean ± sd intervals do not overlap; 'overlap' = no winner.",
+        "A win counts only where the mean ± sd intervals do not overlap ('overlap': no winner; "
+        "'one seed': no spread, no winner).",
         "Same teacher, data, general KD and task KD settings for every family; see config.resolved.yaml.",
         "Setup: " + report.our_setup(summary[summary["family"] != report.TEACHER_FAMILY]),
     ]
@@ -155,23 +155,25 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
     budgets = sorted(students["budget"].unique())
     families = [f for f in ("kronecker", *RIVALS) if f in set(students["family"])]
     fig, axes = report.grid(len(tasks))
-    width = 0.8 / len(families)
+    width = 0.6 / len(families)
     for ax, task in zip(axes, tasks):
         rows = students[students["task"] == task]
         for i, family in enumerate(families):
             cells = [rows[(rows["budget"] == b) & (rows["family"] == family)] for b in budgets]
             means = [100 * c["score_mean"].iloc[0] if len(c) else np.nan for c in cells]
             sds = [100 * c["score_sd"].fillna(0).iloc[0] if len(c) else 0 for c in cells]
-            ax.bar(np.arange(len(budgets)) + (i - (len(families) - 1) / 2) * width, means, width, yerr=sds,
-                   capsize=2, color=FAMILY_COLORS[family], label=FAMILY_LABELS[family])
+            # Points, not bars: the differences of interest are small next to the scores.
+            ax.errorbar(np.arange(len(budgets)) + (i - (len(families) - 1) / 2) * width, means, yerr=sds,
+                        fmt="o", capsize=3, color=FAMILY_COLORS[family], label=FAMILY_LABELS[family])
         if task in teachers:
             ax.axhline(100 * teachers[task], color="black", linestyle="--", linewidth=1, label="Teacher")
         ax.set_xticks(range(len(budgets)), [labels.get(b, b) for b in budgets], fontsize=7)
+        ax.set_xlim(-0.5, len(budgets) - 0.5)
         ax.set_title(task_label(task), fontsize=9)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
-    caption = ("Bars: mean over seeds, error bars: sample sd. Same pipeline and budget for every family. "
+    caption = ("Points: mean over seeds, error bars: sample sd. Same pipeline and budget for every family. "
                + report.our_setup(students))
     return report.save_figure(fig, fig_dir, "equal_size", caption, legend_width=0.16)
 

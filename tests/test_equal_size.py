@@ -151,3 +151,16 @@ def test_dense_student_distils_from_a_real_teacher():
     loss.backward()
     assert torch.isfinite(loss) and set(terms) == set(weights)
     assert student.bert.fit_dense.weight.grad.abs().sum() > 0
+
+
+def test_a_win_needs_non_overlapping_spread():
+    from kbert.equal_size import verdict
+
+    def row(mean, sd, family, n=3):
+        return {"score_mean": mean, "score_sd": sd, "family": family, "n": n}
+
+    assert verdict(row(0.80, 0.01, "kronecker"), row(0.70, 0.02, "dense")) == "kronecker"
+    assert verdict(row(0.70, 0.01, "kronecker"), row(0.80, 0.02, "dense")) == "dense"
+    assert verdict(row(0.80, 0.05, "kronecker"), row(0.75, 0.02, "lowrank")) == "overlap"
+    assert verdict(row(0.80, float("nan"), "kronecker", 1), row(0.70, 0.01, "dense")) == "one seed"
+    assert verdict(None, row(0.79, 0.0, "dense")) == "missing"

@@ -198,3 +198,39 @@ def test_lint_is_clean(tmp_path):
     proc = run_workflow(tmp_path, None, targets=(), dryrun=False, extra=["--lint"])
     assert proc.returncode == 0, proc.out[-3000:]
     assert "Congratulations, your workflow is in a good condition!" in proc.out
+
+
+# The equal-size sweep (target `equal_size`): 6 students (4 baselines + the 2 Kronecker
+# students they match); default: 8 GLUE tasks, 5 seeds on CoLA/MRPC/STS-B/RTE, else 3.
+EXPECTED_EQUAL_SIZE = {
+    "config/config.yaml": {"finetune_teacher": 8, "compress": 6, "general_kd": 6, "task_kd": 6 * (4 * 5 + 4 * 3),
+                           "equal_size": 1},
+    "config/paper.yaml": {"finetune_teacher": 10, "compress": 6, "general_kd": 6, "task_kd": 6 * (4 * 5 + 6 * 3),
+                          "equal_size": 1},
+    "config/smoke.yaml": {"finetune_teacher": 2, "compress": 3, "general_kd": 3, "task_kd": 3 * (3 + 2),
+                          "equal_size": 1},
+}
+
+
+@pytest.mark.parametrize("preset", sorted(EXPECTED_EQUAL_SIZE))
+def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
+    proc = run_workflow(tmp_path, None if preset == "config/config.yaml" else preset, targets=("equal_size",))
+    assert proc.returncode == 0, proc.out[-3000:]
+    assert job_counts(proc.out) == EXPECTED_EQUAL_SIZE[preset]
+    config = load_config(REPO / preset)
+    students, sweep = config["students"], config["equal_size"]
+    runs = {tuple(dict(re.findall(r"--(task|student|variant|seed) (\S+)", c)).get(k) for k in
+                  ("student", "variant", "task", "seed"))
+            for c in shell_commands(proc.out) if " task-kd " in c}
+    expected = set()
+    for name in sweep["students"]:
+        for student in (name, students[name]["match"]):
+            for task in sweep["tasks"]:
+                for seed in sweep["per_task_seeds"].get(task, sweep["seeds"]):
+                    expected.add((student, "full", task, str(seed)))
+    assert runs == expected
+    families = {students[s]["family"] for s, *_ in runs}
+    assert families == {"kronecker", "lowrank", "dense"}
+    # Every baseline is compressed against its own budget: one compress job per student.
+    compressed = {re.search(r"--student (\S+)", c).group(1) for c in shell_commands(proc.out) if " compress " in c}
+    assert compressed == {s for s, *_ in runs}

@@ -17,7 +17,8 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def smoke_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("smoke")
-    proc = run_workflow(workdir, "config/smoke.yaml", dryrun=False, cores=2, timeout=900)
+    proc = run_workflow(workdir, "config/smoke.yaml", targets=("all", "equal_size"), dryrun=False, cores=2,
+                        timeout=900)
     assert proc.returncode == 0, proc.out[-5000:]
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
     return workdir, config, workdir / config["paths"]["results"], workdir / config["paths"]["figures"]
@@ -32,8 +33,9 @@ def test_glue_rows_and_columns(smoke_run):
         assert column in glue.columns, column
     students = glue[glue["family"] == "kronecker"]
     keys = set(zip(students["model"], students["variant"], students["task"], students["seed"]))
-    expected = {(s, "full", t, 0) for s in config["students"] for t in ("mrpc", "stsb")}
-    expected |= {(s, v, "mrpc", 0) for s in config["students"] for v in ("full_aug", "no_general_kd", "no_task_kd")}
+    kronecker = [s for s, spec in config["students"].items() if spec["family"] == "kronecker"]
+    expected = {(s, "full", t, 0) for s in kronecker for t in ("mrpc", "stsb")}
+    expected |= {(s, v, "mrpc", 0) for s in kronecker for v in ("full_aug", "no_general_kd", "no_task_kd")}
     assert keys == expected
     assert not students.duplicated(["model", "variant", "task", "seed", "eval_split"]).any()
     assert students["score"].notna().all()
@@ -45,7 +47,7 @@ def test_squad_rows(smoke_run):
     squad = pd.read_csv(results / "squad.csv")
     assert {"squad_v1_em", "squad_v1_f1"} <= set(squad.columns)
     students = squad[squad["family"] == "kronecker"]
-    assert set(students["model"]) == set(config["students"])
+    assert set(students["model"]) == {s for s, spec in config["students"].items() if spec["family"] == "kronecker"}
 
 
 def test_tables_and_figures_exist(smoke_run):
@@ -58,8 +60,35 @@ def test_tables_and_figures_exist(smoke_run):
     assert (results / "efficiency.csv").exists()
 
 
+def test_equal_size_outputs(smoke_run):
+    """One row per (student, task, seed) of the sweep, all three families, table and figure."""
+    _, config, results, _ = smoke_run
+    out = results / "equal_size"
+    runs = pd.read_csv(out / "runs.csv")
+    students = runs[runs["family"] != "teacher"]
+    sweep = config["equal_size"]
+    expected = {(s, t, seed) for s in ["kron_4", *sweep["students"]] for t in sweep["tasks"]
+                for seed in sweep["per_task_seeds"].get(t, sweep["seeds"])}
+    assert set(zip(students["model"], students["task"], students["seed"])) == expected
+    assert set(students["family"]) == {"kronecker", "lowrank", "dense"}
+    assert set(students["budget"]) == {"kron_4"}
+    # Equal size: every family within 5% of the Kronecker student's parameter count.
+    params = students.groupby("family")["params"].first()
+    assert (abs(params / params["kronecker"] - 1) <= 0.05).all(), params
+    summary = pd.read_csv(out / "summary.csv")
+    mrpc = summary[(summary["task"] == "mrpc") & (summary["family"] != "teacher")]
+    assert set(mrpc["n"]) == {3} and {"score_mean", "score_sd", "score_median"} <= set(summary.columns)
+    verdicts = pd.read_csv(out / "verdicts.csv")
+    assert len(verdicts) == 2 * len(sweep["tasks"])
+    assert set(verdicts["winner"]) <= {"kronecker", "dense", "lowrank", "overlap", "one seed"}
+    table = (out / "equal_size.md").read_text()
+    assert "Kronecker vs Dense (TinyBERT-style): Kronecker wins" in table
+    for name in ("equal_size.tex", "equal_size.png", "equal_size.pdf"):
+        assert (out / name).stat().st_size > 0
+
+
 def test_second_run_has_nothing_to_do(smoke_run):
     workdir, _, _, _ = smoke_run
-    proc = run_workflow(workdir, "config/smoke.yaml", dryrun=True)
+    proc = run_workflow(workdir, "config/smoke.yaml", targets=("all", "equal_size"), dryrun=True)
     assert proc.returncode == 0, proc.out[-3000:]
     assert "Nothing to be done" in proc.out

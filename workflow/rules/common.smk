@@ -68,13 +68,18 @@ ALL_VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
 TASK_LIST = config["tasks"]
 UNAVAILABLE = kconfig.unavailable_tasks(config)
 RUN_TASKS = [t for t in TASK_LIST if t not in UNAVAILABLE]
-STUDENTS = list(config["students"])
+# The paper's pipeline (`all`) runs the Kronecker students; low-rank and dense students
+# exist for the equal-size comparison (`equal_size`), which also reruns the Kronecker
+# students they match over more seeds.
+ALL_STUDENTS = list(config["students"])
+STUDENTS = [s for s in ALL_STUDENTS if config["students"][s]["family"] == "kronecker"]
 VARIANTS = config["variants"]
 SEEDS = config["seeds"]
 ABLATION_TASKS = [t for t in config["ablation_tasks"] if t in RUN_TASKS]
 ABLATION_STUDENTS = (
     STUDENTS if config["ablation_students"] is None else config["ablation_students"]
 )
+EQUAL_SIZE = config["equal_size"]
 RES = {
     name: kconfig.resources(config, name)
     for name in (
@@ -93,7 +98,7 @@ RES = {
 
 wildcard_constraints:
     task="|".join(KNOWN_TASKS),
-    student="|".join(STUDENTS),
+    student="|".join(ALL_STUDENTS),
     variant="|".join(ALL_VARIANTS),
     seed=r"\d+",
 
@@ -120,6 +125,21 @@ def task_kd_jobs():
         for student in variant_students(variant)
         for task in variant_tasks(variant)
         for seed in SEEDS
+    ]
+
+
+def equal_size_jobs():
+    """(student, "full", task, seed) of the equal-size sweep: every listed student and the
+    Kronecker students they match, on every listed task, with that task's seeds."""
+    listed = EQUAL_SIZE["students"]
+    matched = [config["students"][s].get("match") for s in listed]
+    students = list(dict.fromkeys(m for m in matched + listed if m))
+    return [
+        (student, "full", task, seed)
+        for student in students
+        for task in EQUAL_SIZE["tasks"]
+        if task not in UNAVAILABLE
+        for seed in EQUAL_SIZE["per_task_seeds"].get(task, EQUAL_SIZE["seeds"])
     ]
 
 
@@ -150,6 +170,12 @@ def run_metrics():
     return [teacher_metrics(t) for t in RUN_TASKS] + [
         task_kd_metrics(*job) for job in task_kd_jobs()
     ]
+
+
+def equal_size_metrics():
+    """Teachers of the sweep's tasks, then every sweep run."""
+    tasks = sorted({task for _, _, task, _ in equal_size_jobs()})
+    return [teacher_metrics(t) for t in tasks] + [task_kd_metrics(*job) for job in equal_size_jobs()]
 
 
 def task_kd_inputs(wildcards):

@@ -61,3 +61,33 @@ rule report:
     shell:
         "python -m kbert.cli report --config {params.cfg} --threads {threads}"
         " --results {params.results} --figures {output.figures} > {log} 2>&1"
+
+
+# The equal-size comparison (Kronecker vs low-rank vs dense at one parameter budget, over
+# seeds): its own target, `snakemake --cores 8 equal_size`, outside `all` (it costs several
+# times the paper pipeline). One directory, since results/tables/ and the figures
+# directory belong to the report rule above.
+rule equal_size:
+    input:
+        runs=equal_size_metrics(),
+    output:
+        report(
+            directory(f"{RESULTS}/equal_size"),
+            patterns=["{name}.png"],
+            caption="../report/equal_size.rst",
+            category="Equal size",
+        ),
+    params:
+        cfg=RESOLVED,
+    log:
+        f"{LOGS}/equal_size.log",
+    threads: RES["report"]["threads"]
+    resources:
+        mem_mb=RES["report"]["mem_mb"],
+        runtime=RES["report"]["runtime"],
+        gpu=RES["report"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli equal-size --config {params.cfg} --threads {threads}"
+        " --runs {input.runs} --out {output} > {log} 2>&1"
