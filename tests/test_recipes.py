@@ -70,3 +70,19 @@ def test_config_without_students_is_rejected_before_any_work(smoke_config):
     bad["students"]["kron_4"]["target_compression"] = -3
     with pytest.raises(ValueError, match="target_compression"):
         load_config(bad)
+
+
+def test_prediction_phase_trains_the_prediction_terms_only(compressed, tmp_path, smoke_config):
+    """task_kd.prediction_epochs: TinyBERT's second phase runs after the Eq. 14 steps."""
+    from kbert.recipes import finetune_teacher
+
+    config = copy.deepcopy(smoke_config)
+    config["task_kd"]["prediction_epochs"] = 1
+    finetune_teacher.run(config, "mrpc", str(tmp_path / "teacher"))
+    task_kd.run(config, "mrpc", "kron_4", "full", 0, str(compressed), str(tmp_path / "teacher"), str(tmp_path / "kd"))
+    log = json.loads((tmp_path / "kd" / "train_log.json").read_text())
+    first, second = log[:4], log[4:]          # smoke: max_steps 4, then one epoch of 32 rows at batch 8
+    assert len(second) == 4
+    assert all({"attention", "hidden", "logit"} <= set(row) for row in first)
+    assert all(set(row) == {"step", "epoch", "loss", "logit", "supervised"} for row in second)
+    assert not (tmp_path / "kd.partial").exists()

@@ -9,6 +9,9 @@ Loss: embedding + attention-score + hidden MSE + logit loss + supervised loss, u
     full_aug       task KD on original + TinyBERT-augmented data
     no_general_kd  as full, from the SVD init (Table 6, "Pre-training: None")
     no_task_kd     fine-tune the general-KD student on labels only (Table 6, "w/o KD")
+
+``task_kd.prediction_epochs`` > 0 adds TinyBERT's second phase (prediction-layer terms
+only) after the Eq. 14 epochs; the paper has one phase (docs/deviations.md).
 """
 
 from __future__ import annotations
@@ -82,16 +85,31 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         return kdata.batches(features, s["batch_size"], shuffle=True, seed=seed, epoch=epoch,
                              pad_token_id=tokenizer.pad_token_id)
 
-    def step_loss(batch):
-        with torch.no_grad():
-            t_out = teacher(**model_inputs(batch))
-        s_out = model(**batch)
-        return distillation_loss(s_out, t_out, batch["attention_mask"], weights, spec.kind, s["temperature"],
-                                 projection=getattr(model.bert, "fit_dense", None))
+    def step_loss(terms):
+        def compute(batch):
+            with torch.no_grad():
+                t_out = teacher(**model_inputs(batch))
+            s_out = model(**batch)
+            return distillation_loss(s_out, t_out, batch["attention_mask"], terms, spec.kind, s["temperature"],
+                                     projection=getattr(model.bert, "fit_dense", None))
+        return compute
 
-    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
+    steps_per_epoch = kdata.num_batches(len(features), s["batch_size"])
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=steps_per_epoch,
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"task KD {student}/{variant}/{task}/seed{seed}")
+    run_name = f"{student}/{variant}/{task}/seed{seed}"
+    log = train(model, batches, step_loss(weights), plan, resume_dir(out_dir), desc=f"task KD {run_name}")
+    prediction = {k: weights[k] for k in ("logit", "supervised") if weights.get(k)}
+    if s["prediction_epochs"] and variant != "no_task_kd":
+        # TinyBERT's second phase: the prediction layer alone, once the intermediate terms
+        # (which dominate the Eq. 14 sum) have been fitted. Own checkpoint directory, so a
+        # killed run resumes inside whichever phase it was in.
+        second = TrainSettings(epochs=s["prediction_epochs"], lr=s["lr"], steps_per_epoch=steps_per_epoch,
+                               warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"])
+        phase_dir = resume_dir(out_dir) / "prediction"
+        phase_dir.mkdir(exist_ok=True)
+        log += train(model, lambda epoch: batches(s["epochs"] + epoch), step_loss(prediction), second, phase_dir,
+                     desc=f"task KD {run_name} (prediction layer)")
 
     dense_params = count_parameters(teacher.config)
     params = count_parameters(model.config)
