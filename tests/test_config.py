@@ -62,8 +62,11 @@ def test_default_preset_contract(default):
     assert default["tasks"] == list(TASKS)
     assert default["variants"] == ["full", "full_aug", "no_general_kd", "no_task_kd"]
     assert default["ablation_tasks"] == ["mrpc", "sst2", "mnli"]
-    assert {s: spec["target_compression"] for s, spec in default["students"].items()} == {
-        "kroneckerbert_8": 7.7, "kroneckerbert_21": 21}
+    assert {s: spec["target_compression"] for s, spec in default["students"].items()
+            if spec["family"] == "kronecker"} == {"kroneckerbert_8": 7.7, "kroneckerbert_21": 21}
+    assert {s: (spec["family"], spec["match"]) for s, spec in default["students"].items() if "match" in spec} == {
+        "lowrank_8": ("lowrank", "kroneckerbert_8"), "tinybert_8": ("dense", "kroneckerbert_8"),
+        "lowrank_21": ("lowrank", "kroneckerbert_21"), "tinybert_21": ("dense", "kroneckerbert_21")}
     assert unavailable_tasks(default) == ["qqp"]
     assert task_status(default, "mnli") == "derived"
 
@@ -72,8 +75,10 @@ def test_paper_preset_contract(paper):
     assert paper["offline"] is False
     assert paper["teacher"]["source"] == "hub" and paper["teacher"]["name"] == "bert-base-uncased"
     assert paper["data"]["source"] == "hub" and unavailable_tasks(paper) == []
-    assert {s: spec["preset"] for s, spec in paper["students"].items()} == {
+    assert {s: spec["preset"] for s, spec in paper["students"].items() if spec["family"] == "kronecker"} == {
         "kroneckerbert_8": "kroneckerbert_8", "kroneckerbert_21": "kroneckerbert_21"}
+    tinybert = paper["students"]["tinybert_8"]
+    assert (tinybert["num_hidden_layers"], tinybert["hidden_size"], tinybert["intermediate_size"]) == (4, 312, 1200)
     gkd = settings(paper, "general_kd", student="kroneckerbert_8")
     assert (gkd["epochs"], gkd["max_seq_length"], gkd["lr"], gkd["corpus"], gkd["corpus_fraction"]) == (
         3, 512, 1e-3, ["wikipedia"], 0.1)
