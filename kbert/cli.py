@@ -54,7 +54,8 @@ def cmd_compress(args) -> None:
     from kbert.recipes import compress_teacher
 
     report = compress_teacher.run(_load(args), args.student, args.out)
-    print(json.dumps({k: report[k] for k in ("kronecker", "params", "compression_factor", "relative_error_mean")}, indent=2))
+    keys = ("family", "kronecker", "low_rank", "shape", "params", "compression_factor", "relative_error_mean")
+    print(json.dumps({k: report[k] for k in keys}, indent=2))
 
 
 def cmd_general_kd(args) -> None:
