@@ -78,6 +78,13 @@ def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return scored[scored["eval_split"] == scored["task"].map(first_split)]
 
 
+def students_and_teachers(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
+    """Main-split student rows, and the teacher's mean score per task."""
+    is_teacher = summary["family"] == report.TEACHER_FAMILY
+    teachers = main_rows(summary[is_teacher]).set_index("task")["score_mean"]
+    return main_rows(summary[~is_teacher]), teachers
+
+
 def verdict(kron: pd.Series | None, rival: pd.Series | None) -> str:
     """'kronecker', the rival's family, 'overlap' (mean +- sd intervals intersect), or
     'one seed' (no spread to compare: no winner is called from a single run)."""
@@ -96,7 +103,7 @@ def verdict(kron: pd.Series | None, rival: pd.Series | None) -> str:
 
 def verdicts(summary: pd.DataFrame) -> pd.DataFrame:
     rows = []
-    students = main_rows(summary[summary["family"] != report.TEACHER_FAMILY])
+    students, _ = students_and_teachers(summary)
     for (budget, task), group in students.groupby(["budget", "task"], sort=True):
         by_family = {r["family"]: r for _, r in group.iterrows()}
         for rival in RIVALS:
@@ -115,8 +122,7 @@ def _cell(row: pd.Series | None) -> str:
 
 
 def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Table:
-    students = main_rows(summary[summary["family"] != report.TEACHER_FAMILY])
-    teachers = main_rows(summary[summary["family"] == report.TEACHER_FAMILY]).set_index("task")
+    students, teachers = students_and_teachers(summary)
     blocks = []
     for budget, group in students.groupby("budget", sort=True):
         header = ["Task", "Teacher"] + [FAMILY_LABELS[f] for f in ("kronecker", *RIVALS)] + \
@@ -124,7 +130,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
         rows = []
         for task, rows_task in group.groupby("task", sort=True):
             by_family = {r["family"]: r for _, r in rows_task.iterrows()}
-            teacher = teachers["score_mean"].get(task)
+            teacher = teachers.get(task)
             won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")["winner"]
             rows.append([task_label(task), report.fmt_number(100 * teacher) if teacher == teacher else report.MISSING]
                         + [_cell(by_family.get(f)) for f in ("kronecker", *RIVALS)]
@@ -149,8 +155,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
 
 
 def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
-    students = main_rows(summary[summary["family"] != report.TEACHER_FAMILY])
-    teachers = main_rows(summary[summary["family"] == report.TEACHER_FAMILY]).set_index("task")["score_mean"]
+    students, teachers = students_and_teachers(summary)
     tasks = sorted(students["task"].unique())
     budgets = sorted(students["budget"].unique())
     families = [f for f in ("kronecker", *RIVALS) if f in set(students["family"])]
