@@ -97,7 +97,7 @@ def cmd_equal_size(args) -> None:
     from kbert.equal_size import write
 
     config = _load(args)
-    write(args.runs, args.out, config["students"])
+    write(args.runs, args.out, config)
 
 
 def cmd_bench(args) -> None:

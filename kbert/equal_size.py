@@ -7,8 +7,11 @@ and budget, at (within 5%) the same parameter count as the Kronecker student it
 
     runs.csv       one row per (model, task, seed, eval split), as glue.csv
     summary.csv    mean, sd, median over seeds, with the size budget each model belongs to
+                   and the split's majority-class score (what no learning reaches)
     verdicts.csv   per (budget, task): who wins, counted only where the seed spreads
-                   (mean +- sd) do not overlap
+                   (mean +- sd) do not overlap, and whether the winner is above the
+                   majority class (a "win" at that level is a rival doing worse than
+                   a constant prediction)
     equal_size.md / .tex, equal_size.png / .pdf
 """
 
@@ -26,6 +29,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbert import report  # noqa: E402
+from kbert.evaluate import data_settings, majority_class_scores  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -64,10 +68,13 @@ def collect(runs, students: dict) -> pd.DataFrame:
                              kind="stable").reset_index(drop=True)
 
 
-def summarise(frame: pd.DataFrame) -> pd.DataFrame:
+def summarise(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
     summary = report.summarise(frame.drop(columns="budget"))
     budgets = frame.drop_duplicates("model").set_index("model")["budget"]
     summary.insert(1, "budget", summary["model"].map(budgets))
+    majority = {(task, split): score for task in summary["task"].unique()
+                for split, score in majority_class_scores(task, data_settings(config, task)).items()}
+    summary["majority"] = [majority.get(key) for key in zip(summary["task"], summary["eval_split"])]
     return summary
 
 
@@ -83,6 +90,19 @@ def students_and_teachers(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.Serie
     is_teacher = summary["family"] == report.TEACHER_FAMILY
     teachers = main_rows(summary[is_teacher]).set_index("task")["score_mean"]
     return main_rows(summary[~is_teacher]), teachers
+
+
+def budgets_by_size(students: pd.DataFrame) -> list[str]:
+    """Budgets from the largest student to the smallest (the paper's order: 8x, then 21x)."""
+    return list(students.groupby("budget")["params"].max().sort_values(ascending=False).index)
+
+
+def above_majority(row: pd.Series) -> bool | None:
+    """Whether a student's whole spread (mean - sd) is above the majority-class score;
+    None where the task has none (STS-B, SQuAD)."""
+    if row["majority"] is None or row["majority"] != row["majority"]:
+        return None
+    return bool(row["score_mean"] - (row["score_sd"] if row["score_sd"] == row["score_sd"] else 0) > row["majority"])
 
 
 def verdict(kron: pd.Series | None, rival: pd.Series | None) -> str:
@@ -108,11 +128,14 @@ def verdicts(summary: pd.DataFrame) -> pd.DataFrame:
         by_family = {r["family"]: r for _, r in group.iterrows()}
         for rival in RIVALS:
             if rival in by_family or "kronecker" in by_family:
-                rows.append({"budget": budget, "task": task, "rival": rival,
-                             "winner": verdict(by_family.get("kronecker"), by_family.get(rival)),
+                winner = verdict(by_family.get("kronecker"), by_family.get(rival))
+                rows.append({"budget": budget, "task": task, "rival": rival, "winner": winner,
+                             "winner_above_majority": above_majority(by_family[winner])
+                             if winner in by_family else None,
                              "seeds_kronecker": by_family["kronecker"]["n"] if "kronecker" in by_family else 0,
                              "seeds_rival": by_family[rival]["n"] if rival in by_family else 0})
-    return pd.DataFrame(rows, columns=["budget", "task", "rival", "winner", "seeds_kronecker", "seeds_rival"])
+    return pd.DataFrame(rows, columns=["budget", "task", "rival", "winner", "winner_above_majority",
+                                       "seeds_kronecker", "seeds_rival"])
 
 
 def _cell(row: pd.Series | None) -> str:
@@ -121,20 +144,33 @@ def _cell(row: pd.Series | None) -> str:
     return report.Cell(row["score_mean"], row["score_sd"], int(row["n"])).show() + f" (n={int(row['n'])})"
 
 
+def won_at_majority(flag) -> bool:
+    """True for a ``winner_above_majority`` of False (not for None: no majority score)."""
+    return flag is not None and not pd.isna(flag) and not flag
+
+
+def _verdict_cell(row: pd.Series | None) -> str:
+    if row is None:
+        return "missing"
+    return row["winner"] + (" (at majority)" if won_at_majority(row["winner_above_majority"]) else "")
+
+
 def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Table:
     students, teachers = students_and_teachers(summary)
     blocks = []
-    for budget, group in students.groupby("budget", sort=True):
-        header = ["Task", "Teacher"] + [FAMILY_LABELS[f] for f in ("kronecker", *RIVALS)] + \
+    for budget in budgets_by_size(students):
+        group = students[students["budget"] == budget]
+        header = ["Task", "Teacher", "Majority"] + [FAMILY_LABELS[f] for f in ("kronecker", *RIVALS)] + \
                  [f"vs {FAMILY_LABELS[r].split(' ')[0].lower()}" for r in RIVALS]
         rows = []
         for task, rows_task in group.groupby("task", sort=True):
             by_family = {r["family"]: r for _, r in rows_task.iterrows()}
-            teacher = teachers.get(task)
-            won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")["winner"]
-            rows.append([task_label(task), report.fmt_number(100 * teacher) if teacher == teacher else report.MISSING]
+            teacher, majority = teachers.get(task), rows_task["majority"].iloc[0]
+            won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")
+            rows.append([task_label(task), report.fmt_number(100 * teacher) if teacher == teacher else report.MISSING,
+                         report.fmt_number(None if majority is None else 100 * majority)]
                         + [_cell(by_family.get(f)) for f in ("kronecker", *RIVALS)]
-                        + [won.get(r, "missing") for r in RIVALS])
+                        + [_verdict_cell(won.loc[r] if r in won.index else None) for r in RIVALS])
         params = {f: int(r["params"]) for f, r in group.drop_duplicates("family").set_index("family").iterrows()}
         sizes = ", ".join(f"{FAMILY_LABELS[f]} {params[f] / 1e6:.2f}M" for f in ("kronecker", *RIVALS) if f in params)
         blocks.append((f"Budget of {labels.get(budget, budget)} ({sizes} parameters)", header, rows))
@@ -142,13 +178,18 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
         "Score x100 on the task's dev split (MNLI: matched), mean ± sample sd over seeds (n = seeds).",
         "A win counts only where the mean ± sd intervals do not overlap ('overlap': no winner; "
         "'one seed': no spread, no winner).",
+        "Majority: always predicting the most frequent training label ('–': no constant scores, e.g. "
+        "STS-B); '(at majority)': the winner's mean - sd is not above it, a win by not learning.",
         "Same teacher, data, general KD and task KD settings for every family; see config.resolved.yaml.",
         "Setup: " + report.our_setup(summary[summary["family"] != report.TEACHER_FAMILY]),
     ]
     for rival in RIVALS:
-        counts = wins[wins["rival"] == rival]["winner"].value_counts()
-        notes.append(f"Kronecker vs {FAMILY_LABELS[rival]}: Kronecker wins {counts.get('kronecker', 0)}, "
-                     f"{rival} wins {counts.get(rival, 0)}, overlap {counts.get('overlap', 0)} "
+        pairs = wins[wins["rival"] == rival]
+        counts = pairs["winner"].value_counts()
+        at_majority = pairs[pairs["winner_above_majority"].map(won_at_majority)]["winner"].value_counts()
+        notes.append(f"Kronecker vs {FAMILY_LABELS[rival]}: Kronecker wins {counts.get('kronecker', 0)} "
+                     f"({at_majority.get('kronecker', 0)} at majority), {rival} wins {counts.get(rival, 0)} "
+                     f"({at_majority.get(rival, 0)} at majority), overlap {counts.get('overlap', 0)} "
                      f"of {int(counts.sum())} (budget, task) pairs.")
     return report.Table("equal_size", "Equal-size students: Kronecker vs low-rank vs dense (same pipeline)",
                         blocks, notes)
@@ -157,7 +198,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
 def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
     students, teachers = students_and_teachers(summary)
     tasks = sorted(students["task"].unique())
-    budgets = sorted(students["budget"].unique())
+    budgets = budgets_by_size(students)
     families = [f for f in ("kronecker", *RIVALS) if f in set(students["family"])]
     fig, axes = report.grid(len(tasks))
     width = 0.6 / len(families)
@@ -172,6 +213,9 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
                         fmt="o", capsize=3, color=FAMILY_COLORS[family], label=FAMILY_LABELS[family])
         if task in teachers:
             ax.axhline(100 * teachers[task], color="black", linestyle="--", linewidth=1, label="Teacher")
+        majority = rows["majority"].iloc[0]
+        if majority is not None and majority == majority:
+            ax.axhline(100 * majority, color="grey", linestyle=":", linewidth=1, label="Majority class")
         ax.set_xticks(range(len(budgets)), [labels.get(b, b) for b in budgets], fontsize=7)
         ax.set_xlim(-0.5, len(budgets) - 0.5)
         ax.set_title(task_label(task), fontsize=9)
@@ -183,11 +227,12 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
     return report.save_figure(fig, fig_dir, "equal_size", caption, legend_width=0.16)
 
 
-def write(runs, out_dir: str | Path, students: dict) -> dict[str, pd.DataFrame]:
+def write(runs, out_dir: str | Path, config: dict) -> dict[str, pd.DataFrame]:
     """Everything of the comparison into ``out_dir`` (see the module docstring)."""
     out_dir = Path(out_dir)
+    students = config["students"]
     frame = collect(runs, students)
-    summary = summarise(frame)
+    summary = summarise(frame, config)
     wins = verdicts(summary)
     for name, part in (("runs", frame), ("summary", summary), ("verdicts", wins)):
         write_csv(out_dir / f"{name}.csv", part)

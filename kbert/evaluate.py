@@ -50,6 +50,26 @@ def train_features(task: str, tokenizer, data_cfg: dict, max_seq_length: int, do
     return kdata.encode(rows, task, tokenizer, max_seq_length)
 
 
+def eval_rows(task: str, split: str, data_cfg: dict) -> Dataset:
+    """The rows of one eval split, capped as every evaluation caps them."""
+    return kdata.load_split(task, split, source=data_cfg["source"], max_examples=data_cfg["max_eval_examples"], seed=0)
+
+
+def majority_class_scores(task: str, data_cfg: dict) -> dict[str, float | None]:
+    """Per eval split, the score of always predicting the most frequent training label:
+    what a model reaches without learning the task. None where no constant prediction
+    scores (regression: a constant has no correlation; span tasks)."""
+    spec = get_task(task)
+    if spec.kind != "classification":
+        return {split: None for split in spec.eval_splits}
+    majority = int(np.bincount(train_rows(task, data_cfg)[spec.label_column]).argmax())
+    scores = {}
+    for split in spec.eval_splits:
+        labels = np.asarray(eval_rows(task, split, data_cfg)[spec.label_column])
+        scores[split] = key_score(task, compute_metrics(task, np.full_like(labels, majority), labels))
+    return scores
+
+
 def model_inputs(batch: dict) -> dict:
     """The tensors a KBert task model takes as inputs, without the labels."""
     return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
@@ -89,10 +109,9 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
     """Metrics of ``model`` on every eval split of ``task``."""
     spec = get_task(task)
     model.eval()
-    cap = data_cfg["max_eval_examples"]
     results = []
     for split in spec.eval_splits:
-        rows = kdata.load_split(task, split, source=data_cfg["source"], max_examples=cap, seed=0)
+        rows = eval_rows(task, split, data_cfg)
         if spec.kind == "span":
             predictions, references, null_odds = _predict_squad(
                 model, rows, tokenizer, max_seq_length, batch_size, spec.version_2_with_negative, doc_stride
@@ -103,7 +122,7 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
             metrics = compute_metrics(task, predictions, labels)
         results.append({
             "eval_split": split,
-            "data_status": split_status(task, split, len(rows), data_cfg, cap),
+            "data_status": split_status(task, split, len(rows), data_cfg, data_cfg["max_eval_examples"]),
             "n_examples": len(rows),
             "metrics": metrics,
             "score": key_score(task, metrics),

@@ -164,3 +164,41 @@ def test_a_win_needs_non_overlapping_spread():
     assert verdict(row(0.80, 0.05, "kronecker"), row(0.75, 0.02, "lowrank")) == "overlap"
     assert verdict(row(0.80, float("nan"), "kronecker", 1), row(0.70, 0.01, "dense")) == "one seed"
     assert verdict(None, row(0.79, 0.0, "dense")) == "missing"
+
+
+def test_majority_class_scores_on_the_bundled_data():
+    """Always predicting the most frequent training label, scored by each task's metric
+    (the level a student that learnt nothing reaches: KroneckerBERT_21 scored exactly
+    these on QNLI and MNLI in the reference run)."""
+    from kbert.config import load_config
+    from kbert.evaluate import data_settings, majority_class_scores
+
+    config = load_config("config/config.yaml")
+    scores = {task: majority_class_scores(task, data_settings(config, task))
+              for task in ("sst2", "cola", "mrpc", "mnli", "stsb", "squad_v1")}
+    assert scores["sst2"] == {"validation": pytest.approx(0.504)}
+    assert scores["cola"] == {"validation": 0.0}  # a constant has MCC 0
+    # MRPC: always "equivalent": mean of F1 and accuracy.
+    assert scores["mrpc"]["validation"] == pytest.approx(0.748, abs=5e-4)
+    assert scores["mnli"] == {"validation_matched": pytest.approx(0.378),
+                              "validation_mismatched": pytest.approx(0.326)}
+    assert scores["stsb"] == {"validation": None} and scores["squad_v1"] == {"validation": None}
+
+
+def test_a_win_at_the_majority_class_is_marked():
+    """Beating a rival by predicting the majority class is not learning; the verdict says so."""
+    import pandas as pd
+
+    from kbert.equal_size import verdicts, won_at_majority
+
+    def row(family, mean, sd, majority):
+        return {"model": family, "budget": "k", "family": family, "task": "mnli", "eval_split": "validation_matched",
+                "n": 3, "score_mean": mean, "score_sd": sd, "majority": majority}
+
+    at_majority = pd.DataFrame([row("kronecker", 0.34, 0.03, 0.378), row("dense", 0.378, 0.0, 0.378),
+                                row("lowrank", 0.50, 0.01, 0.378)]).set_index("family", drop=False)
+    wins = verdicts(at_majority).set_index("rival")
+    assert wins.loc["dense", "winner"] == "dense" and won_at_majority(wins.loc["dense", "winner_above_majority"])
+    assert wins.loc["lowrank", "winner"] == "lowrank" and wins.loc["lowrank", "winner_above_majority"]
+    no_majority = at_majority.assign(majority=None)
+    assert verdicts(no_majority)["winner_above_majority"].isna().all()

@@ -81,8 +81,11 @@ def test_equal_size_outputs(smoke_run):
     verdicts = pd.read_csv(out / "verdicts.csv")
     assert len(verdicts) == 2 * len(sweep["tasks"])
     assert set(verdicts["winner"]) <= {"kronecker", "dense", "lowrank", "overlap", "one seed"}
+    # MRPC has a majority-class score (always "equivalent"), STS-B none (regression).
+    assert summary.loc[summary["task"] == "mrpc", "majority"].between(0.5, 1).all()
+    assert summary.loc[summary["task"] == "stsb", "majority"].isna().all()
     table = (out / "equal_size.md").read_text()
-    assert "Kronecker vs Dense (TinyBERT-style): Kronecker wins" in table
+    assert "Kronecker vs Dense (TinyBERT-style): Kronecker wins" in table and "| Majority |" in table
     for name in ("equal_size.tex", "equal_size.png", "equal_size.pdf"):
         assert (out / name).stat().st_size > 0
 
