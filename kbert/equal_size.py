@@ -100,9 +100,9 @@ def budgets_by_size(students: pd.DataFrame) -> list[str]:
 def above_majority(row: pd.Series) -> bool | None:
     """Whether a student's whole spread (mean - sd) is above the majority-class score;
     None where the task has none (STS-B, SQuAD)."""
-    if row["majority"] is None or row["majority"] != row["majority"]:
+    if pd.isna(row["majority"]):
         return None
-    return bool(row["score_mean"] - (row["score_sd"] if row["score_sd"] == row["score_sd"] else 0) > row["majority"])
+    return bool(row["score_mean"] - np.nan_to_num(row["score_sd"]) > row["majority"])
 
 
 def verdict(kron: pd.Series | None, rival: pd.Series | None) -> str:
@@ -168,7 +168,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
             teacher, majority = teachers.get(task), rows_task["majority"].iloc[0]
             won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")
             rows.append([task_label(task), report.fmt_number(100 * teacher) if teacher == teacher else report.MISSING,
-                         report.fmt_number(None if majority is None else 100 * majority)]
+                         report.fmt_number(None if pd.isna(majority) else 100 * majority)]
                         + [_cell(by_family.get(f)) for f in ("kronecker", *RIVALS)]
                         + [_verdict_cell(won.loc[r] if r in won.index else None) for r in RIVALS])
         params = {f: int(r["params"]) for f, r in group.drop_duplicates("family").set_index("family").iterrows()}
@@ -214,7 +214,7 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
         if task in teachers:
             ax.axhline(100 * teachers[task], color="black", linestyle="--", linewidth=1, label="Teacher")
         majority = rows["majority"].iloc[0]
-        if majority is not None and majority == majority:
+        if not pd.isna(majority):
             ax.axhline(100 * majority, color="grey", linestyle=":", linewidth=1, label="Majority class")
         ax.set_xticks(range(len(budgets)), [labels.get(b, b) for b in budgets], fontsize=7)
         ax.set_xlim(-0.5, len(budgets) - 0.5)
