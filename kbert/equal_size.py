@@ -219,6 +219,7 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
         ax.set_xticks(range(len(budgets)), [labels.get(b, b) for b in budgets], fontsize=7)
         ax.set_xlim(-0.5, len(budgets) - 0.5)
         ax.set_title(task_label(task), fontsize=9)
+        ax.set_ylabel("dev score x100 (mean ± sd)", fontsize=7)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)

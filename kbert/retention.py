@@ -69,10 +69,15 @@ def at_majority(score: float, majority) -> bool:
 MAJORITY_COLUMNS = ["task", "eval_split", "metric", "majority"]
 
 
-def majority_frame(config: dict, tasks) -> pd.DataFrame:
+def majority_frame(config: dict, tasks=None) -> pd.DataFrame:
     """``majority.csv``: one row per (task, eval split, metric), ``metric`` ``score`` being
-    the key score; empty ``majority`` where a constant has no score (regression)."""
+    the key score; empty ``majority`` where a constant has no score (regression).
+    ``tasks``: default every configured task that has data."""
+    from kbert.config import unavailable_tasks
     from kbert.evaluate import data_settings, majority_class_metrics   # loads data: torch
+
+    if tasks is None:
+        tasks = [t for t in config["tasks"] if t not in unavailable_tasks(config)]
 
     rows = [{"task": task, "eval_split": split, "metric": metric, "majority": value}
             for task in sorted(set(tasks))
