@@ -183,3 +183,31 @@ def test_bad_init_specs(spec, calibration, match):
     with pytest.raises(ValueError, match=match):
         compress(teacher, {"attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 2, **spec},
                  calibration=calibration)
+
+
+def test_config_accepts_data_aware_for_kronecker_students_only():
+    from kbert.config import ConfigError, load_config
+
+    base = {"preset": "t", "tasks": ["mrpc"]}
+    config = load_config({**base, "students": {"s": {"target_compression": 4, "init": "data_aware"}}})
+    assert config["students"]["s"]["init"] == "data_aware"
+    assert "init" not in load_config({**base, "students": {"s": {"target_compression": 4}}})["students"]["s"]
+    with pytest.raises(ConfigError, match="kronecker"):
+        load_config({**base, "students": {"k": {"target_compression": 4},
+                                          "s": {"family": "lowrank", "match": "k", "init": "data_aware"}}})
+
+
+def test_calibration_windows_are_full_and_from_separate_documents():
+    from kbert.recipes import compress_teacher as ct
+    from kbert.teachers import tokenizer_for
+
+    tokenizer = tokenizer_for({"source": "random"})
+    words = "apple river stone house green music paper water light table chair night money world city " \
+            "school black white game food".split()
+    documents = [" ".join([w] * 1300) for w in words]  # ten full windows each, one word per document
+    fit, heldout = ct.calibration_ids(documents, tokenizer)
+    assert fit.shape == (ct.CALIBRATION_FIT, ct.CALIBRATION_LENGTH)
+    assert heldout.shape == (ct.CALIBRATION_HELDOUT, ct.CALIBRATION_LENGTH)
+    assert (fit[:, 0] == tokenizer.cls_token_id).all() and (heldout[:, -1] == tokenizer.sep_token_id).all()
+    seen = [set(part[:, 1:-1].flatten().tolist()) for part in (fit, heldout)]
+    assert len(seen[0]) == 13 and seen[1] and not seen[0] & seen[1]
