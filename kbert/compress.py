@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from kbert.calibration import calibration_stats, data_aware_init
 from kbert.kronecker import (
     KroneckerEmbedding, KroneckerLinear, dense_flops, kron_flops_per_order, nearest_kronecker, rearrange,
 )
@@ -29,6 +30,7 @@ from kbert.modeling import KBertConfig, KBertModel
 
 FAMILIES = ("kronecker", "lowrank", "dense")
 FACTORISED = (KroneckerLinear, KroneckerEmbedding, LowRankLinear, LowRankEmbedding)
+INITS = ("svd", "data_aware")  # svd: the paper's; data_aware: kbert/calibration.py
 MATCH_TOLERANCE = 0.05  # equal-size baselines: parameter count within 5% of the matched student
 
 # Table 1 of the paper, as A shapes (rows = output side). Valid for BERT-base (768 / 3072).
@@ -331,48 +333,80 @@ def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel 
 # --------------------------------------------------------------------------------------
 
 
+def _svd_factors(module, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The plain initialisation: nearest Kronecker product (A, B) or truncated SVD (U, V)."""
+    if isinstance(module, KroneckerLinear):
+        return nearest_kronecker(W, module.a_shape, module.b_shape, module.rank)
+    if isinstance(module, KroneckerEmbedding):
+        A, B = nearest_kronecker(W, (module.num_embeddings, module.embedding_dim // module.n), (1, module.n))
+        return A[0], B[0]
+    return truncated_svd(W, module.rank)
+
+
+def _set_factors(module, factors: tuple[torch.Tensor, torch.Tensor]) -> None:
+    first, second = (module.U, module.V) if isinstance(module, (LowRankLinear, LowRankEmbedding)) else (module.A, module.B)
+    first.copy_(factors[0])
+    second.copy_(factors[1])
+
+
+def _init_report(records: dict[str, dict]) -> dict:
+    """Per-matrix data-aware records regrouped by quantity, with means and the kept count."""
+    report = {}
+    for key in ("weight_error_svd", "weight_error_data_aware", "output_error_svd", "output_error_data_aware"):
+        report[key] = {name: r[key] for name, r in records.items()}
+        report[f"{key}_mean"] = float(np.mean(list(report[key].values())))
+    report["init_kept"] = {name: r["init_kept"] for name, r in records.items()}
+    report["data_aware_kept"] = sum(kept == "data_aware" for kept in report["init_kept"].values())
+    return report
+
+
 @torch.no_grad()
-def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = None) -> tuple[torch.nn.Module, dict]:
+def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = None,
+             calibration: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.nn.Module, dict]:
     """Student of ``teacher`` (a KBertModel or a task model) in the family of ``spec``.
 
     Kronecker and low-rank students start from the SVD of the teacher's matrices (nearest
     Kronecker product / truncated SVD) and copy everything else; dense students start from
-    random weights, as TinyBERT's do. Returns the student (same class as the teacher) and a
-    report with the relative Frobenius error of every factorised matrix.
+    random weights, as TinyBERT's do. With ``init: data_aware`` a Kronecker student's
+    factors are fitted to the teacher's inputs on ``calibration`` = (fit ids, held-out ids),
+    each (N, T) unpadded token ids (kbert/calibration.py). Returns the student (same class
+    as the teacher) and a report with the relative Frobenius error of every factorised
+    matrix (and, data-aware, both inits' weight and held-out output errors).
     """
     if getattr(teacher.config, "kronecker", None) or getattr(teacher.config, "low_rank", None):
         raise ValueError("the teacher is already compressed; compress a dense teacher")
+    init, family = spec.get("init", "svd"), spec.get("family", "kronecker")
+    if init not in INITS:
+        raise ValueError(f"unknown init {init!r}; use one of {list(INITS)}")
+    if init == "data_aware" and family != "kronecker":
+        raise ValueError(f"init: data_aware is for kronecker students, not {family}")
+    if init == "data_aware" and calibration is None:
+        raise ValueError("init: data_aware needs calibration token ids (fit, held-out)")
     encoder = teacher.bert if hasattr(teacher, "bert") else teacher
     config = student_config(teacher.config, spec, encoder, match_spec)
     student = type(teacher)(config)
     dense = dict(teacher.named_modules())
-    errors = {}
-    for name, module in student.named_modules():
-        if not isinstance(module, FACTORISED):
-            continue
+    factorised = {name: m for name, m in student.named_modules() if isinstance(m, FACTORISED)}
+    if init == "data_aware":
+        fit, heldout = (calibration_stats(teacher, encoder, list(factorised), ids) for ids in calibration)
+    errors, records = {}, {}
+    for name, module in factorised.items():
         W = dense[name].weight
-        if isinstance(module, KroneckerLinear):
-            A, B = nearest_kronecker(W, module.a_shape, module.b_shape, module.rank)
-            module.A.copy_(A)
-            module.B.copy_(B)
-        elif isinstance(module, KroneckerEmbedding):
-            A, B = nearest_kronecker(W, (module.num_embeddings, module.embedding_dim // module.n), (1, module.n))
-            module.A.copy_(A[0])
-            module.B.copy_(B[0])
-        else:
-            U, V = truncated_svd(W, module.rank)
-            module.U.copy_(U)
-            module.V.copy_(V)
+        factors = _svd_factors(module, W)
+        if init == "data_aware":
+            factors, records[name] = data_aware_init(module, W, factors, fit[name], heldout[name])
+        _set_factors(module, factors)
         if getattr(module, "bias", None) is not None:
             module.bias.copy_(dense[name].bias)
         errors[name] = float((module.weight - W).norm() / W.norm())
-    if spec.get("family", "kronecker") != "dense":
+    if family != "dense":
         # Everything not factorised keeps the teacher's values (same names, same shapes).
         teacher_state = teacher.state_dict()
         copied = {k for k, v in student.state_dict().items() if k in teacher_state and teacher_state[k].shape == v.shape}
         student.load_state_dict({k: teacher_state[k] for k in copied}, strict=False)
     report = {
-        "family": spec.get("family", "kronecker"),
+        "family": family,
+        "init": init,
         "kronecker": config.kronecker,
         "low_rank": config.low_rank,
         "shape": {k: getattr(config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
@@ -383,5 +417,6 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
         "teacher_flops_seq128": count_flops(teacher.config, 128),
         "relative_error_mean": float(np.mean(list(errors.values()))) if errors else None,
         "relative_error": errors,
+        **(_init_report(records) if records else {}),
     }
     return student.eval(), report

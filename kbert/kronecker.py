@@ -106,6 +106,127 @@ def nearest_kronecker(
     return A.to(W.dtype), B.to(W.dtype)
 
 
+def _balance(A: torch.Tensor, B: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rescale each pair so that ||A_r||_F == ||B_r||_F, the even split of Eqs. 4-5.
+
+    A_r kron B_r is unchanged; balanced factors train alike whichever way they were found.
+    A (rank, m1, n1), B (rank, m2, n2).
+    """
+    a, b = A.flatten(1).norm(dim=1), B.flatten(1).norm(dim=1)
+    s = torch.where((a > 0) & (b > 0), (b / a).sqrt(), torch.ones_like(a))[:, None, None]
+    return A * s, B / s
+
+
+# --------------------------------------------------------------------------------------
+# Data-aware nearest Kronecker product
+# --------------------------------------------------------------------------------------
+#
+# The plain SVD weighs every entry of W alike. What the student inherits is W's action on
+# the layer's inputs x, so the error that matters is E||(W - W_hat) x||^2 = tr(D C D^T),
+# D = W - W_hat, C = E[x x^T]. With C replaced by a Kronecker product C1 kron C2 (K-FAC
+# style; input index (i1, i2) as in ``rearrange``) the minimum still has a closed form.
+
+
+def second_moment(X: torch.Tensor) -> torch.Tensor:
+    """C = X^T X / N (float64) of inputs X (N, n), one input vector per row."""
+    if X.dim() != 2 or X.shape[0] == 0:
+        raise ValueError(f"inputs must be a non-empty (N, n) matrix, got shape {tuple(X.shape)}")
+    X = X.detach().double()
+    return X.T @ X / X.shape[0]
+
+
+def _check_square(C: torch.Tensor, size: int, what: str) -> None:
+    if C.shape != (size, size):
+        raise ValueError(f"{what} of shape {tuple(C.shape)} should be ({size}, {size})")
+
+
+def kronecker_moment_factors(C: torch.Tensor, n1: int, n2: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """C1 (n1, n1), C2 (n2, n2) symmetric PSD with C1 kron C2 nearest to C (n1*n2, n1*n2).
+
+    Van Loan-Pitsianis of C itself, rather than K-FAC's marginals C1 = E[X X^T] / n2,
+    C2 = E[X^T X] / n1 (x viewed as X: (n1, n2)): the marginals are exact only when the two
+    input indices are independent, this is the Frobenius-best product whatever C is, and
+    C is at hand anyway (the safeguard measures output errors with it). For a symmetric
+    PSD C the top singular vectors of R(C) are symmetric PSD up to one common sign (Van Loan
+    & Pitsianis 1993), fixed here by a positive trace.
+    """
+    _check_square(C, n1 * n2, f"input second moment for an input of {n1} x {n2}")
+    C = C.detach().double()
+    U, S, Vh = torch.linalg.svd(rearrange(C, (n1, n1), (n2, n2)), full_matrices=False)
+    C1, C2 = (U[:, 0] * S[0].sqrt()).reshape(n1, n1), (Vh[0] * S[0].sqrt()).reshape(n2, n2)
+    if torch.trace(C1) < 0:
+        C1, C2 = -C1, -C2
+    return (C1 + C1.T) / 2, (C2 + C2.T) / 2
+
+
+def _root_and_inverse(C: torch.Tensor, damping: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric L = (C + delta I)^(1/2) and L^-1, delta = damping * mean(diag C).
+
+    The damping keeps L^-1 bounded along directions the inputs (almost) never take, where
+    the weighted objective does not care what W_hat does.
+    """
+    evals, V = torch.linalg.eigh(C)
+    evals = evals.clamp_min(0)  # rounding can leave tiny negative eigenvalues
+    if evals.sum() <= 0:
+        raise ValueError("input second moment is zero: the calibration inputs carry no signal")
+    root = (evals + damping * evals.mean()).sqrt()  # mean(eigenvalues) == mean(diag C)
+    return (V * root) @ V.T, (V / root) @ V.T
+
+
+def nearest_kronecker_weighted(
+    W: torch.Tensor, a_shape: Shape, b_shape: Shape, rank: int,
+    C1: torch.Tensor, C2: torch.Tensor, damping: float = 1e-2,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Factors A (rank, m1, n1), B (rank, m2, n2) minimising ||(W - sum_r A_r kron B_r)(L1 kron L2)||_F.
+
+    C1 = L1 L1^T (n1 x n1) and C2 = L2 L2^T (n2 x n2) are the Kronecker factors of the input
+    second moment (``kronecker_moment_factors``), damped as in ``_root_and_inverse``. L is
+    invertible, so W' = W (L1 kron L2) has the plain nearest Kronecker sum A' kron B', and
+    (A' kron B')(L1 kron L2)^-1 = (A' L1^-1) kron (B' L2^-1): one SVD, no (n x n) inverse.
+    """
+    (m1, n1), (m2, n2) = tuple(a_shape), tuple(b_shape)
+    _check_square(C1, n1, f"C1 for A of shape {(m1, n1)}")
+    _check_square(C2, n2, f"C2 for B of shape {(m2, n2)}")
+    if W.shape != (m1 * m2, n1 * n2):
+        raise ValueError(f"W of shape {tuple(W.shape)} is not A {(m1, n1)} kron B {(m2, n2)} = ({m1 * m2}, {n1 * n2})")
+    L1, L1_inv = _root_and_inverse(C1.double(), damping)
+    L2, L2_inv = _root_and_inverse(C2.double(), damping)
+    # W (L1 kron L2) with the input side viewed as (n1, n2): contract each index with its factor.
+    Wp = torch.einsum("mij,ik,jl->mkl", W.detach().double().reshape(-1, n1, n2), L1, L2).reshape(W.shape)
+    A, B = nearest_kronecker(Wp, (m1, n1), (m2, n2), rank)
+    A, B = _balance(A @ L1_inv, B @ L2_inv)
+    return A.to(W.dtype), B.to(W.dtype)
+
+
+def output_error(W: torch.Tensor, W_hat: torch.Tensor, C: torch.Tensor) -> float:
+    """||(W - W_hat) X^T||_F / ||W X^T||_F for inputs X with second moment C (any scale)."""
+    _check_square(C, W.shape[1], f"input second moment for a {tuple(W.shape)} (out x in) matrix")
+    W, D, C = W.detach().double(), (W - W_hat).detach().double(), C.double()
+    return float(((D @ C) * D).sum().clamp_min(0).sqrt() / ((W @ C) * W).sum().sqrt())
+
+
+def nearest_kronecker_embedding_weighted(
+    E: torch.Tensor, n: int, weights: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """A (V, d/n), B (1, n) minimising sum_v w_v ||e_v - a_v kron B||^2 over the rows e_v of E (V, d).
+
+    Scaling row v by sqrt(w_v) turns this into the plain problem (one SVD), which fixes the
+    shared row B. Every a_v is then the least-squares row for that B, the same whatever
+    w_v is, so tokens with w_v = 0 (never seen) still get their best row; the weights only
+    decide B.
+    """
+    V, d = E.shape
+    if n < 1 or d % n:
+        raise ValueError(f"embedding factor n={n} must divide the embedding size {d}")
+    if weights.shape != (V,) or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"weights must be {V} non-negative token weights, not all zero; got shape {tuple(weights.shape)}")
+    blocks = E.detach().double().reshape(V * d // n, n)  # rearrange(E, (V, d/n), (1, n))
+    scale = weights.double().sqrt().repeat_interleave(d // n)[:, None]
+    b = torch.linalg.svd(blocks * scale, full_matrices=False)[2][0]  # (n,), unit norm
+    A, B = _balance((blocks @ b).reshape(1, V, d // n), b.reshape(1, 1, n))
+    return A[0].to(E.dtype), B[0].to(E.dtype)
+
+
 def kron_sum(A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
     """Materialise sum_r A_r kron B_r (for tests, export and the dense reference)."""
     return sum(torch.kron(a, b) for a, b in zip(A, B))

@@ -1,7 +1,8 @@
 """Stage 2: compress the pre-trained teacher into a student (nearest-Kronecker SVD).
 
 No training: every compressed matrix is the best Kronecker approximation of the teacher's
-(in Frobenius norm); everything else is copied. The equal-size baselines go through the
+(in Frobenius norm, or with ``init: data_aware`` in output error on calibration text
+from the general-KD corpus); everything else is copied. The equal-size baselines go through the
 same step: low-rank students take the truncated SVD, dense TinyBERT-style students start
 from random weights (kbert/compress.py).
 """
@@ -10,9 +11,41 @@ from __future__ import annotations
 
 import time
 
+import numpy as np
+import torch
+
+from kbert import data as kdata
 from kbert.compress import compress
+from kbert.config import settings
+from kbert.provenance import sha256_json
 from kbert.stage_io import provenance, write_stage
 from kbert.teachers import load_pretrained, tokenizer_for
+
+
+# Calibration text for init: data_aware. Full windows of CALIBRATION_LENGTH tokens; the
+# held-out windows come from other documents than the fitted ones.
+CALIBRATION_FIT, CALIBRATION_HELDOUT, CALIBRATION_LENGTH, CALIBRATION_SEED = 128, 64, 128, 0
+
+
+def calibration_ids(documents: list[str], tokenizer) -> tuple[torch.Tensor, torch.Tensor]:
+    """(fit, held-out) token ids, (128, 128) and (64, 128): [CLS] window [SEP] of seeded documents."""
+    body, fit, heldout = CALIBRATION_LENGTH - 2, [], []
+    for i in np.random.default_rng(CALIBRATION_SEED).permutation(len(documents)):
+        part = fit if len(fit) < CALIBRATION_FIT else heldout  # a document never feeds both
+        tokens = tokenizer(documents[i], add_special_tokens=False)["input_ids"]
+        for start in range(0, len(tokens) - body + 1, body):
+            part.append([tokenizer.cls_token_id, *tokens[start:start + body], tokenizer.sep_token_id])
+        if len(heldout) >= CALIBRATION_HELDOUT:
+            return torch.tensor(fit[:CALIBRATION_FIT]), torch.tensor(heldout[:CALIBRATION_HELDOUT])
+    raise ValueError(f"the calibration corpus has fewer than {CALIBRATION_FIT} + {CALIBRATION_HELDOUT} "
+                     f"windows of {CALIBRATION_LENGTH} tokens (in separate documents)")
+
+
+def _calibration(config: dict, student: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Calibration ids from the student's general-KD corpus (which the student trains on next)."""
+    corpus = settings(config, "general_kd", student=student)["corpus"]
+    documents = [doc for name in corpus for doc in kdata.load_corpus(name, source=config["data"]["source"])]
+    return calibration_ids(documents, tokenizer_for(config["teacher"]))
 
 
 def run(config: dict, student: str, out_dir: str) -> dict:
@@ -22,8 +55,10 @@ def run(config: dict, student: str, out_dir: str) -> dict:
     teacher = load_pretrained(config["teacher"], config["teacher"]["finetune"]["seed"])
     spec = config["students"][student]
     match_spec = config["students"].get(spec.get("match"))
-    model, report = compress(teacher, spec, match_spec)
+    calibration = _calibration(config, student) if spec.get("init") == "data_aware" else None
+    model, report = compress(teacher, spec, match_spec, calibration)
+    data_sha256 = None if calibration is None else sha256_json([ids.tolist() for ids in calibration])
     metrics = {"student": student, "stage": "compress", **report,
-               "provenance": provenance(config, started, None, None)}
+               "provenance": provenance(config, started, data_sha256, None)}
     write_stage(out_dir, metrics, model, tokenizer_for(config["teacher"]))
     return metrics

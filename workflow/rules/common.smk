@@ -231,6 +231,10 @@ def fingerprint(stage, **keys):
             parts["data"] = kconfig.settings(config, "data", task=task)
         elif stage in ("compress", "general_kd"):
             parts["student"] = config["students"][student]
+            if parts["student"].get("init") == "data_aware":
+                # calibration text: the student's general-KD corpus (kbert/recipes/compress_teacher.py)
+                corpus = kconfig.settings(config, "general_kd", student=student)["corpus"]
+                parts["calibration"] = {"corpus": corpus, "source": config["data"]["source"]}
             if stage == "general_kd":
                 parts["general_kd"] = kconfig.settings(config, "general_kd", student=student)
         elif stage == "augment":
