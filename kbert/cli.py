@@ -80,9 +80,10 @@ def cmd_task_kd(args) -> None:
 def cmd_aggregate(args) -> None:
     from kbert.config import unavailable_tasks
     from kbert.report import aggregate
+    from kbert.retention import majority_frame
 
     config = _load(args)
-    aggregate(args.runs, args.out, unavailable=unavailable_tasks(config))
+    aggregate(args.runs, args.out, unavailable=unavailable_tasks(config), majority=majority_frame(config))
 
 
 def cmd_report(args) -> None:

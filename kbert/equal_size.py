@@ -29,8 +29,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbert import report  # noqa: E402
-from kbert.evaluate import data_settings, majority_class_scores  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
+from kbert.retention import majority_frame, majority_lookup  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -72,9 +72,9 @@ def summarise(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
     summary = report.summarise(frame.drop(columns="budget"))
     budgets = frame.drop_duplicates("model").set_index("model")["budget"]
     summary.insert(1, "budget", summary["model"].map(budgets))
-    majority = {(task, split): score for task in summary["task"].unique()
-                for split, score in majority_class_scores(task, data_settings(config, task)).items()}
-    summary["majority"] = [majority.get(key) for key in zip(summary["task"], summary["eval_split"])]
+    majority = majority_lookup(majority_frame(config, summary["task"].unique()))
+    summary["majority"] = [majority.get((task, split, "score"))
+                           for task, split in zip(summary["task"], summary["eval_split"])]
     return summary
 
 
@@ -219,6 +219,7 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
         ax.set_xticks(range(len(budgets)), [labels.get(b, b) for b in budgets], fontsize=7)
         ax.set_xlim(-0.5, len(budgets) - 0.5)
         ax.set_title(task_label(task), fontsize=9)
+        ax.set_ylabel("dev score x100 (mean ± sd)", fontsize=7)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)

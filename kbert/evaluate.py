@@ -55,19 +55,30 @@ def eval_rows(task: str, split: str, data_cfg: dict) -> Dataset:
     return kdata.load_split(task, split, source=data_cfg["source"], max_examples=data_cfg["max_eval_examples"], seed=0)
 
 
-def majority_class_scores(task: str, data_cfg: dict) -> dict[str, float | None]:
-    """Per eval split, the score of always predicting the most frequent training label:
-    what a model reaches without learning the task. None where no constant prediction
-    scores (regression: a constant has no correlation; span tasks)."""
+def majority_class_metrics(task: str, data_cfg: dict) -> dict[str, dict[str, float | None]]:
+    """Per eval split, every metric (and ``score``, the key score) of a constant answer:
+    what a model reaches without learning the task.
+
+    Classification: always the most frequent training label. Span tasks: always "no
+    answer" (0 on SQuAD v1.1, the share of unanswerable questions on v2.0). Regression:
+    None, since a constant prediction has no correlation.
+    """
     spec = get_task(task)
-    if spec.kind != "classification":
-        return {split: None for split in spec.eval_splits}
-    majority = int(np.bincount(train_rows(task, data_cfg)[spec.label_column]).argmax())
-    scores = {}
+    if spec.kind == "regression":
+        return {split: dict.fromkeys((*spec.metrics, "score")) for split in spec.eval_splits}
+    if spec.kind == "classification":
+        majority = int(np.bincount(train_rows(task, data_cfg)[spec.label_column]).argmax())
+    out = {}
     for split in spec.eval_splits:
-        labels = np.asarray(eval_rows(task, split, data_cfg)[spec.label_column])
-        scores[split] = key_score(task, compute_metrics(task, np.full_like(labels, majority), labels))
-    return scores
+        rows = eval_rows(task, split, data_cfg)
+        if spec.kind == "span":
+            metrics = compute_metrics(task, {qid: "" for qid in rows["id"]},
+                                      {qid: a["text"] for qid, a in zip(rows["id"], rows["answers"])})
+        else:
+            labels = np.asarray(rows[spec.label_column])
+            metrics = compute_metrics(task, np.full_like(labels, majority), labels)
+        out[split] = {**metrics, "score": key_score(task, metrics)}
+    return out
 
 
 def model_inputs(batch: dict) -> dict:

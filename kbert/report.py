@@ -4,7 +4,8 @@ Three entry points, called by ``kbert.cli`` (or ``python -m kbert.report``):
 
 - :func:`aggregate` reads every ``metrics.json`` (format in docs/architecture.md) and writes
   ``glue.csv``, ``squad.csv``, ``teacher.csv``, ``ablation.csv``, their ``*_summary.csv``
-  (mean, sd, median, n over seeds) and ``retention.csv`` (student / teacher x 100).
+  (mean, sd, median, n over seeds), ``majority.csv`` (constant-prediction scores, when
+  given) and ``retention.csv`` (raw, margin and paper-way retention, each labelled).
 - :func:`write_tables` writes ``tables/*.md`` and ``tables/*.tex``: our rows next to the
   numbers printed in the papers (``kbert/published.yaml``).
 - :func:`write_figures` writes ``*.png`` and ``*.pdf``, skipping any figure whose input CSV
@@ -31,7 +32,9 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 import yaml  # noqa: E402
 
+from kbert import retention as ret  # noqa: E402
 from kbert.provenance import atomic_path, write_csv  # noqa: E402
+from kbert.tasks import GLUE_TASKS, get_task  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +61,10 @@ UNAVAILABLE = "unavailable"
 UNAVAILABLE_REASON = "unavailable offline"
 MISSING = "–"
 DEV_MARK = "*"
+MAJORITY_MARK = "†"
+MAJORITY_NOTE = (f"{MAJORITY_MARK} Within {100 * ret.NEAR_MAJORITY:.0f} points of the majority-class "
+                 "score (always the most frequent training label; \"no answer\" on SQuAD; 0 for MCC "
+                 "and correlations): no better than a constant.")
 
 
 # --------------------------------------------------------------------------- published
@@ -195,14 +202,17 @@ def retention_pct(student: float, teacher: float) -> float:
     return 100.0 * student / teacher
 
 
-def retention_frame(summary: pd.DataFrame) -> pd.DataFrame:
-    """Long table: every student metric mean next to its teacher's (same preset, task, split).
+RETENTION_COLUMNS = ["preset", "model", "variant", "augment", "measure", "task", "eval_split",
+                     "metric", "student_mean", "teacher", "teacher_mean", "majority",
+                     "retention_pct", "covers"]
+
+
+def raw_retention(summary: pd.DataFrame) -> pd.DataFrame:
+    """Every student metric mean next to its teacher's (same preset, task, split).
 
     Assumes one teacher per preset, as every config has. SQuAD v2 null-score thresholds
     (``*_thresh``) are not scores and get no retention.
     """
-    columns = ["preset", "model", "variant", "augment", "task", "eval_split", "metric",
-               "student_mean", "teacher", "teacher_mean", "retention_pct"]
     means = [c for c in summary.columns if c.endswith("_mean") and "_thresh" not in c]
     keys = ["preset", "task", "eval_split"]
     long = summary.melt(id_vars=SUMMARY_KEYS, value_vars=means, var_name="metric",
@@ -213,9 +223,81 @@ def retention_frame(summary: pd.DataFrame) -> pd.DataFrame:
         columns={"mean": "teacher_mean"})
     students = long[~is_teacher].drop(columns="teacher").rename(columns={"mean": "student_mean"})
     merged = students.merge(teachers, on=keys + ["metric"], how="left")
+    merged["measure"] = "raw"
     merged["retention_pct"] = [retention_pct(s, t) for s, t in
                                zip(merged["student_mean"], merged["teacher_mean"])]
-    return merged.reindex(columns=columns).reset_index(drop=True)
+    return merged
+
+
+def margin_pct(student: float, teacher: float, task: str, split: str, majority: dict) -> float:
+    """Margin retention x100 on the key score; NaN where the majority score is unknown."""
+    if (task, split, "score") not in majority:
+        return math.nan
+    return 100 * ret.margin_retention(student, teacher, majority[task, split, "score"])
+
+
+def task_margins(rows: pd.DataFrame) -> dict[str, float]:
+    """Margin retention per task from one model's ``margin`` rows: a task with two eval
+    splits (MNLI) is one task, the mean of the splits that count."""
+    return {task: mean_or_nan(group["retention_pct"]) for task, group in rows.groupby("task")}
+
+
+def headline_rows(margins: pd.DataFrame, summary: pd.DataFrame,
+                  published: dict) -> list[dict]:
+    """Per student: mean margin retention over the GLUE tasks that count, and the paper's
+    retention (ratio of GLUE averages over the paper's GLUE columns that we have)."""
+    columns = [column_spec(published, k) for k in PAPER_GLUE_COLUMNS]
+    model_keys = ["preset", "model", "variant", "augment"]
+    teachers = summary[summary["family"] == TEACHER_FAMILY]
+    students = summary[summary["family"] != TEACHER_FAMILY]
+    out = []
+    for key, rows in students.groupby(model_keys, sort=True):
+        ident = dict(zip(model_keys, key))
+        glue = margins[(margins[model_keys] == pd.Series(ident)).all(axis=1)
+                       & margins["task"].isin(GLUE_TASKS)]
+        value, counted = ret.mean_margin_retention(task_margins(glue))
+        out.append(dict(ident, measure="margin_mean", metric="score", retention_pct=value,
+                        covers=", ".join(counted)))
+        preset_teachers = teachers[teachers["preset"] == ident["preset"]]
+        student, teacher = paper_columns(rows, preset_teachers, columns)
+        ratio, covered = ret.paper_way_retention(student, teacher)
+        labels = {c["key"]: c["label"] for c in columns}
+        out.append(dict(ident, measure="paper_way", metric="glue_avg",
+                        student_mean=mean_or_nan(student[c] for c in covered),
+                        teacher_mean=mean_or_nan(teacher[c] for c in covered),
+                        retention_pct=100 * ratio, covers=", ".join(labels[c] for c in covered)))
+    return out
+
+
+def paper_columns(rows: pd.DataFrame, teacher_rows: pd.DataFrame,
+                  columns: list[dict]) -> tuple[dict[str, float], dict[str, float]]:
+    """(student, teacher) scores by column key on the paper's columns, dev split."""
+    cells = {c["key"]: our_cell(rows, c, "dev") for c in columns}
+    return ({k: cell.value for k, cell in cells.items()},
+            {c["key"]: teacher_value(teacher_rows, c, cells[c["key"]]) for c in columns})
+
+
+def retention_frame(summary: pd.DataFrame, majority: pd.DataFrame | None = None,
+                    published: dict | None = None) -> pd.DataFrame:
+    """``retention.csv``: one labelled ``measure`` per row (docs/outputs.md).
+
+    ``raw``: student / teacher per metric. ``margin``: (student - majority) / (teacher -
+    majority) on the key score, per eval split, empty where the teacher is less than 5
+    points above the majority (or the majority is unknown). ``margin_mean``: the headline,
+    the mean over the GLUE tasks that count (``covers``). ``paper_way``: the paper's ratio
+    of GLUE averages over the columns in ``covers``.
+    """
+    lookup = ret.majority_lookup(majority)
+    raw = raw_retention(summary)
+    raw["majority"] = [lookup.get(k, math.nan) for k in zip(raw["task"], raw["eval_split"],
+                                                            raw["metric"])]
+    margins = raw[raw["metric"] == "score"].assign(measure="margin")
+    margins["retention_pct"] = [margin_pct(s, t, task, split, lookup) for s, t, task, split in
+                                zip(margins["student_mean"], margins["teacher_mean"],
+                                    margins["task"], margins["eval_split"])]
+    headline = pd.DataFrame(headline_rows(margins, summary, published or load_published()))
+    frame = pd.concat([raw, margins, headline], ignore_index=True)
+    return frame.reindex(columns=RETENTION_COLUMNS).reset_index(drop=True)
 
 
 def prune_metrics(part: pd.DataFrame) -> pd.DataFrame:
@@ -235,12 +317,15 @@ def split_results(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
             "teacher": frame[frame["family"] == TEACHER_FAMILY], "ablation": frame[in_ablation]}
 
 
-def aggregate(runs, out_dir: str | Path, unavailable=()) -> dict[str, pd.DataFrame]:
+def aggregate(runs, out_dir: str | Path, unavailable=(),
+              majority: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
     """Flatten every ``metrics.json`` under ``runs`` into ``out_dir/*.csv``.
 
     ``runs``: run directories and/or ``metrics.json`` paths. ``unavailable``: task names (or
     ``{"task", "reason"}`` dicts) that have no data; they get rows with empty metrics and
-    ``data_status = unavailable``. Returns the written frames by file stem.
+    ``data_status = unavailable``. ``majority``: the ``majority.csv`` frame
+    (:func:`kbert.retention.majority_frame`); without it there is no margin retention.
+    Returns the written frames by file stem.
     """
     rows = []
     for path in find_metric_files(runs):
@@ -254,13 +339,30 @@ def aggregate(runs, out_dir: str | Path, unavailable=()) -> dict[str, pd.DataFra
         part = prune_metrics(part)
         written[name] = part
         written[f"{name}_summary"] = summarise(part)
+    if majority is not None:
+        written["majority"] = majority
     written["retention"] = retention_frame(
-        pd.concat([written["glue_summary"], written["squad_summary"]], ignore_index=True))
+        pd.concat([written["glue_summary"], written["squad_summary"]], ignore_index=True), majority)
     out_dir = Path(out_dir)
     for name, part in written.items():
         write_csv(out_dir / f"{name}.csv", part)
     log.info("aggregated %d rows into %s", len(frame), out_dir)
     return written
+
+
+def write_retention(results_dir: str | Path, config_path: str | Path) -> pd.DataFrame:
+    """Recompute ``majority.csv`` (from the config's data settings) and ``retention.csv``
+    from the summaries already in ``results_dir``."""
+    from kbert.config import load_config
+
+    results_dir = Path(results_dir)
+    majority = ret.majority_frame(load_config(config_path))
+    summary = pd.concat([read_results(results_dir, f"{name}_summary")
+                         for name in ("glue", "squad")], ignore_index=True)
+    retention = retention_frame(summary, majority)
+    write_csv(results_dir / "majority.csv", majority)
+    write_csv(results_dir / "retention.csv", retention)
+    return retention
 
 
 # --------------------------------------------------------------------------- table model
@@ -318,6 +420,8 @@ GLUE_TEST = ["params", "mnli_m", "mnli_mm", "sst2", "mrpc_f1", "cola", "qqp_f1",
              "stsb_spearman", "avg"]
 GLUE_DEV = ["params", "mnli_m", "mnli_mm", "sst2", "mrpc_f1", "cola", "qqp_acc", "qnli", "rte",
             "stsb_spearman", "avg"]
+# The columns of the paper's GLUE average (Table 2; no WNLI), for paper-way retention.
+PAPER_GLUE_COLUMNS = [k for k in GLUE_TEST if k not in ("params", "avg")]
 SQUAD = ["squad_v1_em", "squad_v1_f1", "squad_v2_em", "squad_v2_f1"]
 ABLATION = ["mnli_m", "sst2", "mrpc_f1"]
 
@@ -444,35 +548,87 @@ def paper_row_cells(published: dict, layout: Layout, table_id: str, row: dict,
     if teacher is None and layout.paper_teacher:
         teacher = published_row(published, *layout.paper_teacher)
     values = [row["values"].get(c["key"]) for c in columns]
-    retention = [retention_pct(v, teacher["values"].get(c["key"])) if teacher and "task" in c
-                 and isinstance(v, (int, float)) else math.nan for c, v in zip(columns, values)]
+    scores = {c["key"]: float(v) for c, v in zip(columns, values)
+              if "task" in c and isinstance(v, (int, float))}
+    teacher_scores = {k: teacher["values"].get(k) if teacher else None for k in scores}
+    teacher_scores = {k: float(v) if isinstance(v, (int, float)) else math.nan
+                      for k, v in teacher_scores.items()}
+    retention = [retention_pct(scores.get(c["key"], math.nan), teacher_scores.get(c["key"], math.nan))
+                 for c in columns if "task" in c]
+    ratio, covered = ret.paper_way_retention(scores, teacher_scores)
     source = published["tables"][table_id]
     label = row["label"] + (" (teacher)" if row.get("role") == "teacher" else "")
     main = [label, f"paper: {source['ref']}"]
     main += [fmt_printed(v) for v in values]
-    main += [fmt_number(mean_or_nan(retention)), source.get("setup", MISSING)]
-    return main, [label] + [fmt_number(r) for c, r in zip(columns, retention) if "task" in c]
+    main += [MISSING, fmt_with_count(100 * ratio, len(covered)),
+             row.get("setup", source.get("setup", MISSING))]
+    return main, [label] + [fmt_number(r) for r in retention]
+
+
+def fmt_with_count(value: float, count: int) -> str:
+    """A retention with the number of columns or tasks it averages: ``74.5 (8)``."""
+    return MISSING if pd.isna(value) else f"{value:.1f} ({count})"
+
+
+def our_cells(rows: pd.DataFrame, columns: list[dict], layout: Layout,
+              majority: dict) -> list[Cell | None]:
+    """Our cell per task column (None for other columns), marked where at the majority."""
+    cells = [our_cell(rows, c, layout.split) if "task" in c else None for c in columns]
+    for column, cell in zip(columns, cells):
+        key = (column.get("task"), cell.eval_split, cell.metric) if cell else None
+        if key in majority and ret.at_majority(cell.value, majority[key]):
+            cell.mark += MAJORITY_MARK
+    return cells
+
+
+def row_margin(rows: pd.DataFrame, teacher_rows: pd.DataFrame, tasks: set[str],
+               majority: dict) -> tuple[float, list[str]]:
+    """Mean margin retention (x100) of one model over ``tasks``, and the tasks counted."""
+    scored = rows[rows["task"].isin(tasks)].dropna(subset=["score_mean"])
+    teacher = teacher_rows.set_index(["task", "eval_split"])["score_mean"].to_dict()
+    margins = pd.DataFrame({"task": scored["task"], "retention_pct": [
+        margin_pct(s, teacher.get((t, e), math.nan), t, e, majority)
+        for s, t, e in zip(scored["score_mean"], scored["task"], scored["eval_split"])]})
+    return ret.mean_margin_retention(task_margins(margins))
 
 
 def our_row_cells(rows: pd.DataFrame, teacher_rows: pd.DataFrame, columns: list[dict],
-                  layout: Layout, label: str) -> tuple[list[str], list[str]]:
-    """The main-table cells and retention cells of one model of ours."""
-    cells = [our_cell(rows, c, layout.split) if "task" in c else None for c in columns]
+                  layout: Layout, label: str, avg_keys: list[str],
+                  majority: dict) -> tuple[list[str], list[str]]:
+    """The main-table cells and retention cells of one model of ours. ``Avg`` and the
+    ratio of averages cover ``avg_keys`` only: the columns every row of ours has."""
+    cells = our_cells(rows, columns, layout, majority)
     teacher = [teacher_value(teacher_rows, c, cell) if cell else math.nan
                for c, cell in zip(columns, cells)]
     retention = [retention_pct(cell.value, t) if cell else math.nan
                  for cell, t in zip(cells, teacher)]
+    averaged = {c["key"]: (cell.value, t) for c, cell, t in zip(columns, cells, teacher)
+                if c["key"] in avg_keys}
+    ratio, covered = ret.paper_way_retention({k: v[0] for k, v in averaged.items()},
+                                             {k: v[1] for k, v in averaged.items()})
+    margin, counted = row_margin(rows, teacher_rows, {c["task"] for c in columns if "task" in c},
+                                 majority)
     shown = []
     for column, cell in zip(columns, cells):
         if column["key"] == "params":
             shown.append(fmt_count(rows["params"].dropna().max() if "params" in rows else None,
                                    1e6, "M"))
         elif column["key"] == "avg":
-            shown.append(fmt_number(100 * mean_or_nan([c.value for c in cells if c])))
+            shown.append(fmt_number(100 * mean_or_nan(v for v, _ in averaged.values())))
         else:
             shown.append(cell.show() if cell else MISSING)
-    main = [label, "ours"] + shown + [fmt_number(mean_or_nan(retention)), our_setup(rows)]
+    main = [label, "ours"] + shown + [fmt_with_count(margin, len(counted)),
+                                      fmt_with_count(100 * ratio, len(covered)), our_setup(rows)]
     return main, [label] + [fmt_number(r) for c, r in zip(columns, retention) if "task" in c]
+
+
+def common_columns(groups, columns: list[dict], layout: Layout) -> list[str]:
+    """Task columns where every row of ours has a number: what our averages may cover."""
+    keys = [c["key"] for c in columns if "task" in c]
+    for _, rows, _ in groups:
+        cells = {c["key"]: our_cell(rows, c, layout.split) for c in columns if "task" in c}
+        keys = [k for k in keys if not pd.isna(cells[k].value)]
+    return keys
 
 
 def our_setup(rows: pd.DataFrame) -> str:
@@ -520,43 +676,62 @@ def select_students(summary: pd.DataFrame, layout: Layout, paper_models: set[str
 
 
 def score_table(published: dict, layout: Layout, summary: pd.DataFrame | None,
-                teachers: pd.DataFrame | None) -> Table:
+                teachers: pd.DataFrame | None, majority: dict | None = None) -> Table:
+    majority = majority or {}
     columns = [column_spec(published, key) for key in layout.columns]
     score_labels = [c["label"] for c in columns if "task" in c]
-    header = ["Model", "Source"] + [c["label"] for c in columns] + ["Retention %", "Setup"]
+    header = (["Model", "Source"] + [c["label"] for c in columns]
+              + ["Margin ret. % (tasks)", "Ret. % = Avg / teacher Avg (cols)", "Setup"])
     main, retention = [], []
     shown_paper = paper_rows(published, layout)
     for table_id, row in shown_paper:
-        cells, ret = paper_row_cells(published, layout, table_id, row, columns)
+        cells, ret_cells = paper_row_cells(published, layout, table_id, row, columns)
         main.append(cells)
-        retention.append(ret)
+        retention.append(ret_cells)
     notes = list(layout.notes)
     if summary is not None and not summary.empty:
         teachers = teachers if teachers is not None else summary.iloc[0:0]
         ours = our_groups(summary, teachers, layout, columns, {r["model"] for _, r in shown_paper})
+        avg_keys = common_columns(ours, columns, layout)
         for label, rows, preset in ours:
-            cells, ret = our_row_cells(rows, teachers[teachers["preset"] == preset], columns,
-                                       layout, label)
+            cells, ret_cells = our_row_cells(rows, teachers[teachers["preset"] == preset], columns,
+                                             layout, label, avg_keys, majority)
             main.append(cells)
-            retention.append(ret)
-        notes += our_notes(layout, pd.concat([rows for _, rows, _ in ours]) if ours else None)
+            retention.append(ret_cells)
+        labels = {c["key"]: c["label"] for c in columns}
+        notes += our_notes(layout, pd.concat([rows for _, rows, _ in ours]) if ours else None,
+                           [labels[k] for k in avg_keys], bool(majority))
     else:
         notes.append(f"No {layout.summary}_summary.csv rows: only the published numbers are shown.")
     notes += citation_notes(published, [table_id for table_id, _ in layout.paper])
     blocks = [("Scores (x100)", header, main),
-              ("Retention (% of the row's own teacher)", ["Model"] + score_labels, retention)]
+              ("Raw retention (% of the row's own teacher, per column)", ["Model"] + score_labels,
+               retention)]
     return Table(layout.name, layout.title, blocks, notes)
 
 
-def our_notes(layout: Layout, ours: pd.DataFrame | None) -> list[str]:
-    """Footnotes that say where our setup differs from the paper's."""
+def our_notes(layout: Layout, ours: pd.DataFrame | None, avg_labels: list[str],
+              has_majority: bool) -> list[str]:
+    """Footnotes that say where our setup differs from the paper's and what each
+    average covers."""
     if ours is None or ours.empty:
         return ["No rows of ours match this table."]
     scored = ours[ours["n"] > 0]
     kinds = set(scored["eval_split"].map(split_kind))
-    notes = ["Ours: mean over seeds (± sample sd when n > 1), x100, one decimal; retention is "
-             "our student over our own teacher, the paper's rows over the teacher printed in "
-             "the same published table; Retention % averages the columns that have both."]
+    notes = ["Ours: mean over seeds (± sample sd when n > 1), x100, one decimal.",
+             f"Margin ret. % (ours): (student - majority) / (teacher - majority) on each task's "
+             f"key score, averaged over the table's tasks where our teacher beats the majority "
+             f"class by >= {100 * ret.MIN_TEACHER_MARGIN:.0f} points (their number in brackets; "
+             "MNLI's two splits are one task). The paper prints no majority-class scores: – for "
+             "its rows.",
+             "Ret. % = Avg / teacher Avg: the paper's way, the row's average over its teacher's "
+             "average on the same columns (their number in brackets); paper rows over the teacher "
+             "printed in the same published table (for tables without one, KroneckerBERT's "
+             "BERT_BASE row). Raw retention: each column over the row's own teacher."]
+    if has_majority:
+        notes.append(MAJORITY_NOTE)
+    else:
+        notes.append("No majority.csv: no margin retention and no majority-class marks.")
     if layout.split == "test" and "dev" in kinds:
         notes.append(f"{DEV_MARK} Our number is on the dev (validation) split; the paper's is "
                      "on the GLUE test server.")
@@ -571,8 +746,12 @@ def our_notes(layout: Layout, ours: pd.DataFrame | None) -> list[str]:
     if (ours["data_status"] == UNAVAILABLE).any():
         missing = sorted(set(ours.loc[ours["data_status"] == UNAVAILABLE, "task"]))
         notes.append(f"n/a: no data for {', '.join(missing)} in this setup (never dropped silently).")
+    covers = ", ".join(avg_labels) or "no column"
     if "avg" in layout.columns:
-        notes.append("Our Avg is the mean over the score columns we have; the paper's as printed.")
+        notes.append(f"Our Avg and Avg / teacher Avg cover {covers}: the columns every row of "
+                     "ours has; the paper's Avg is as printed.")
+    else:
+        notes.append(f"Our Avg / teacher Avg covers {covers}: the columns every row of ours has.")
     return notes
 
 
@@ -590,18 +769,22 @@ def citation_notes(published: dict, table_ids) -> list[str]:
 
 def table1(published: dict, efficiency: pd.DataFrame | None) -> Table:
     """Shapes, params and FLOPs: paper's Table 1 next to our measured models."""
-    header = ["Model", "Source", "Params (printed)", "Params (counted)", "CF", "FLOPs",
-              "Attention (n1, m1)", "FFN (n1, m1)", "W^E", "Latency ms", "Speedup", "Setup"]
+    header = ["Model", "Source", "Params (printed)", "Params (counted)", "CF",
+              "FLOPs, linear layers (Eq. 7)", "FLOPs + attention scores", "Attention (n1, m1)",
+              "FFN (n1, m1)", "W^E", "Latency ms", "Speedup", "Setup"]
     rows = []
     for row in published["tables"]["kb_table1"]["rows"]:
         model, values = published["models"][row["model"]], row["values"]
         counted = model.get("counted_params")
         rows.append([row["label"], "paper: KroneckerBERT Table 1",
                      f"{model['params_m']}M", f"{counted:,}" if counted else MISSING,
-                     values["cf"], values["flops"], values["attention"], values["ffn"],
+                     values["cf"], values["flops"], MISSING, values["attention"], values["ffn"],
                      values["embedding"], MISSING, MISSING, "BERT_BASE, seq 128"])
     notes = ["Counted params: dense biases, LayerNorms, position/token-type embeddings and "
-             "pooler; classifier excluded (shared/reference/paper.md §1.6)."]
+             "pooler; classifier excluded (shared/reference/paper.md §1.6).",
+             "FLOPs per sequence of 128 tokens. Linear layers (Eq. 7) is what the paper's Table 1 "
+             "counts; + attention scores adds Q K^T and probs @ V, which the paper leaves out and "
+             "which are the same for dense and Kronecker models."]
     measured = models_rows(efficiency)
     if measured.empty:
         notes.append("results/efficiency.csv has no `models` rows: no measured rows.")
@@ -629,7 +812,8 @@ def measured_row(r: pd.Series, teacher_params: float) -> list[str]:
     return [str(r["subject"]), "ours", fmt_count(params, 1e6, "M"),
             f"{int(params):,}" if has_params else MISSING,
             f"{teacher_params / params:.1f}x" if has_params else MISSING,
-            fmt_count(r.get("flops"), 1e9, "B"), MISSING, MISSING, MISSING,
+            fmt_count(r.get("flops_linear"), 1e9, "B"), fmt_count(r.get("flops"), 1e9, "B"),
+            MISSING, MISSING, MISSING,
             fmt_number(r.get("latency_ms_median"), 2), fmt_number(r.get("speedup"), 2), setup]
 
 
@@ -694,9 +878,10 @@ def write_tables(results_dir: str | Path, out_dir: str | Path | None = None,
     out_dir = Path(out_dir) if out_dir else results_dir / "tables"
     published = published or load_published()
     teachers = read_results(results_dir, "teacher_summary")
+    majority = ret.majority_lookup(read_results(results_dir, "majority"))
     tables = [table1(published, read_results(results_dir, "efficiency"))]
     tables += [score_table(published, layout, read_results(results_dir, f"{layout.summary}_summary"),
-                           teachers) for layout in LAYOUTS]
+                           teachers, majority) for layout in LAYOUTS]
     written = []
     for table in tables:
         for suffix, render in ((".md", render_markdown), (".tex", render_latex)):
@@ -730,8 +915,10 @@ def paper_cell(published: dict, model: str, key: str) -> tuple[float, float]:
     return math.nan, math.nan
 
 
-def our_points(summary: pd.DataFrame, column: dict) -> list[tuple[str, float, float, float]]:
-    """(label, params, flops, score x100) for each of our models on one column."""
+def our_points(summary: pd.DataFrame, column: dict,
+               majority: dict | None = None) -> list[tuple[str, float, float, float, bool]]:
+    """(label, params, flops, score x100, at majority) for each of our models on one column.
+    FLOPs are those of the column's own task: its sequence length (128 GLUE, 384 SQuAD)."""
     points = []
     rows = summary[(summary["family"] == TEACHER_FAMILY) | summary["variant"].isin(MAIN_VARIANTS)]
     several_presets = rows["preset"].nunique() > 1
@@ -742,7 +929,10 @@ def our_points(summary: pd.DataFrame, column: dict) -> list[tuple[str, float, fl
             label = (f"{group['teacher'].iloc[0]} (teacher" if family == TEACHER_FAMILY
                      else f"{model} ({variant}")
             label += f", {preset})" if several_presets else ")"
-            points.append((label, group["params"].max(), group["flops"].max(), 100 * cell.value))
+            flops = group.loc[group["task"] == column["task"], "flops"].max()
+            key = (column["task"], cell.eval_split, cell.metric)
+            near = key in (majority or {}) and ret.at_majority(cell.value, majority[key])
+            points.append((label, group["params"].max(), flops, 100 * cell.value, near))
     return points
 
 
@@ -779,9 +969,10 @@ def grid(n: int, width: float = 3.2, height: float = 2.8):
     return fig, list(axes.flat[:n])
 
 
-def figure_score_vs_size(published: dict, summary: pd.DataFrame, fig_dir: Path,
-                         axis: str) -> list[Path]:
-    """Score vs params (``axis='params'``) or FLOPs per task, log x, paper and ours."""
+def figure_score_vs_size(published: dict, summary: pd.DataFrame, fig_dir: Path, axis: str,
+                         majority: dict | None = None) -> list[Path]:
+    """Score vs params (``axis='params'``) or FLOPs per task, log x, paper and ours; our
+    points at the majority class are marked with a dagger."""
     columns = [column_spec(published, k) for k in FIGURE_COLUMNS]
     columns = [c for c in columns if our_points(summary, c)]
     if not columns:
@@ -799,52 +990,145 @@ def figure_score_vs_size(published: dict, summary: pd.DataFrame, fig_dir: Path,
                 ax.scatter(spec[paper_x[0]] * paper_x[1], y, marker="o", facecolors="none",
                            edgecolors=f"C{FIGURE_MODELS.index(model)}",
                            label=f"paper: {spec['label']}")
-        for label, params, flops, y in our_points(summary, column):
+        for label, params, flops, y, near in our_points(summary, column, majority):
             x = params if axis == "params" else flops
             if not pd.isna(x):
                 ax.scatter(x, y, marker="s", color=colour[label], label=f"ours: {label}")
+                if near:
+                    ax.annotate(MAJORITY_MARK, (x, y), textcoords="offset points", xytext=(4, 2),
+                                fontsize=8)
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{column['label']} ({column['measure']})", fontsize=8)
-        ax.set_xlabel("parameters" if axis == "params" else "FLOPs (seq 128)", fontsize=7)
+        seq = get_task(column["task"]).max_seq_length
+        ax.set_xlabel("parameters" if axis == "params" else
+                      f"FLOPs (ours: seq {seq}; paper: as printed, seq 128)", fontsize=6)
         ax.set_ylabel("score x100", fontsize=7)
         ax.tick_params(which="both", labelsize=6)
     handles = {h.get_label(): h for ax in axes for h in ax.collections}
     fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=6)
-    fig.suptitle(f"Score vs {axis}: paper (hollow) and ours (filled)", fontsize=9)
+    fig.suptitle(f"Score vs {axis}: paper (hollow) and ours (filled); {MAJORITY_MARK}: ours within "
+                 f"{100 * ret.NEAR_MAJORITY:.0f} points of the majority class", fontsize=9)
     return save_figure(fig, fig_dir, f"score_vs_{axis}", setup_caption(summary), legend_width=0.2)
 
 
-def figure_retention(published: dict, summary: pd.DataFrame, fig_dir: Path) -> list[Path]:
-    """Retention per task: the paper's KroneckerBERT_8/21 and each of our students."""
+def figure_retention(published: dict, summary: pd.DataFrame, fig_dir: Path,
+                     majority: pd.DataFrame | None = None) -> list[Path]:
+    """Three panels: raw retention per task (the paper's KroneckerBERT_8/21 and ours),
+    our margin retention per task, and the headline numbers, each labelled."""
     columns = [column_spec(published, k) for k in FIGURE_COLUMNS]
+    lookup = ret.majority_lookup(majority)
     series = {f"paper: {published['models'][model]['label']}":
               [paper_cell(published, model, c["key"])[1] for c in columns]
               for model in RETENTION_MODELS}
+    near = {}
     students = summary[(summary["family"] != TEACHER_FAMILY) & summary["variant"].isin(MAIN_VARIANTS)]
     teachers = summary[summary["family"] == TEACHER_FAMILY]
     for (preset, model, variant), rows in students.groupby(["preset", "model", "variant"], sort=True):
+        label = f"ours: {model} ({variant})"
         cells = [our_cell(rows, c, "dev") for c in columns]
-        series[f"ours: {model} ({variant})"] = [
+        series[label] = [
             retention_pct(cell.value, teacher_value(teachers[teachers["preset"] == preset], c, cell))
             for c, cell in zip(columns, cells)]
-    ours = [k for k in series if k.startswith("ours") and not all(map(pd.isna, series[k]))]
-    if not ours:
+        near[label] = [(c["task"], cell.eval_split, cell.metric) in lookup
+                       and ret.at_majority(cell.value, lookup[c["task"], cell.eval_split, cell.metric])
+                       for c, cell in zip(columns, cells)]
+    if not near or all(all(map(pd.isna, series[k])) for k in near):
         log.info("skipping retention: no student with a teacher score of ours")
         return []
-    fig, ax = plt.subplots(figsize=(12, 4))
-    width = 0.8 / len(series)
-    for i, (label, values) in enumerate(series.items()):
-        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(columns))]
-        ax.bar(xs, [0 if pd.isna(v) else v for v in values], width, label=label,
-               hatch="//" if label.startswith("paper") else None, alpha=0.85)
-    ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
-    ax.set_xticks(range(len(columns)), [c["label"] for c in columns], fontsize=8, rotation=20)
-    ax.set_ylabel("% of own teacher")
-    ax.set_title("Retention per task (paper: GLUE test / SQuAD dev vs BERT_BASE; ours: dev vs "
-                 "our teacher); missing bars = no data", fontsize=9)
-    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    table = retention_frame(summary, majority, published)
+    table = table[table["variant"].isin(MAIN_VARIANTS)]
+    fig, axes = plt.subplots(3, 1, figsize=(12, 11), height_ratios=(4, 3, 3))
+    raw_panel(axes[0], columns, series, near)
+    margin_panel(axes[1], table[table["measure"] == "margin"])
+    headline_panel(axes[2], published, table)
+    for ax in axes:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return save_figure(fig, fig_dir, "retention", setup_caption(summary))
+
+
+def grouped_bars(ax, labels: list[str], series: dict[str, list[float]]) -> dict[str, list[float]]:
+    """Bars of every series side by side per label; returns each series' bar positions."""
+    width = 0.8 / len(series)
+    positions = {}
+    for i, (name, values) in enumerate(series.items()):
+        xs = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        ax.bar(xs, [0 if pd.isna(v) else v for v in values], width, label=name,
+               hatch="//" if name.startswith("paper") else None, alpha=0.85)
+        positions[name] = xs
+    ax.set_xticks(range(len(labels)), labels, fontsize=8, rotation=15)
+    return positions
+
+
+def raw_panel(ax, columns: list[dict], series: dict, near: dict) -> None:
+    positions = grouped_bars(ax, [c["label"] for c in columns], series)
+    for name, flags in near.items():
+        for x, value, flag in zip(positions[name], series[name], flags):
+            if flag:
+                ax.annotate(MAJORITY_MARK, (x, max(value, 0)), ha="center", va="bottom", fontsize=8)
+    ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+    ax.set_ylabel("student / teacher, %")
+    ax.set_title(f"Raw retention per task (paper: GLUE test / SQuAD dev vs BERT_BASE; ours: dev vs "
+                 f"our teacher); {MAJORITY_MARK}: our score within "
+                 f"{100 * ret.NEAR_MAJORITY:.0f} points of the majority class; missing bars = no data",
+                 fontsize=8)
+
+
+def margin_panel(ax, margins: pd.DataFrame) -> None:
+    """Ours only: the paper prints no majority-class scores."""
+    tasks = sorted(set(margins["task"]))
+    series = {}
+    for (model, variant), rows in margins.groupby(["model", "variant"], sort=True):
+        per_task = task_margins(rows)
+        series[f"ours: {model} ({variant})"] = [per_task.get(t, math.nan) for t in tasks]
+    if not series:
+        ax.set_axis_off()
+        return
+    positions = grouped_bars(ax, tasks, series)
+    for name, values in series.items():       # say why a bar of a task that ran is missing
+        ran = set(margins.loc[margins["model"] + " (" + margins["variant"] + ")"
+                              == name.removeprefix("ours: "), "task"])
+        for x, value, task in zip(positions[name], values, tasks):
+            if pd.isna(value) and task in ran:
+                ax.annotate("excl.", (x, 0), ha="center", va="bottom", fontsize=5, rotation=90)
+    ax.axhline(0, color="grey", linewidth=0.8)
+    ax.axhline(100, color="black", linewidth=0.8, linestyle="--")
+    ax.set_ylabel("margin retention, %")
+    ax.set_title("Margin retention per task, ours: (student - majority) / (teacher - majority) on "
+                 f"the key score; excl. = teacher < {100 * ret.MIN_TEACHER_MARGIN:.0f} points above "
+                 "the majority (or no score); MNLI = mean of its two splits", fontsize=8)
+
+
+def headline_panel(ax, published: dict, table: pd.DataFrame) -> None:
+    """The headline numbers: ours (margin mean and paper way) and the paper's (paper way)."""
+    names, values = [], []
+    for (model, variant), rows in table.groupby(["model", "variant"], sort=True):
+        for measure, what in (("margin_mean", "margin, mean over tasks"),
+                              ("paper_way", "ratio of GLUE averages")):
+            row = rows[rows["measure"] == measure]
+            if not row.empty:
+                covers = row["covers"].iloc[0] if isinstance(row["covers"].iloc[0], str) else ""
+                names.append(f"ours: {model} ({variant}), {what}\n[{covers}]")
+                values.append(row["retention_pct"].iloc[0])
+    for model in RETENTION_MODELS:
+        scores = {c: paper_cell(published, model, c)[0] for c in PAPER_GLUE_COLUMNS}
+        teacher = {c: paper_cell(published, "bert_base", c)[0] for c in PAPER_GLUE_COLUMNS}
+        ratio, covered = ret.paper_way_retention(scores, teacher)
+        names.append(f"paper: {published['models'][model]['label']}, ratio of GLUE averages\n"
+                     f"[{len(covered)} test columns, vs BERT_BASE]")
+        values.append(100 * ratio)
+    ys = range(len(names))
+    ax.barh(ys, [0 if pd.isna(v) else v for v in values],
+            color=["C7" if n.startswith("paper") else "C0" for n in names], label="retention, %")
+    for y, value in zip(ys, values):
+        ax.annotate(fmt_number(value), (max(0, value if not pd.isna(value) else 0), y),
+                    xytext=(3, 0), textcoords="offset points", va="center", fontsize=7)
+    ax.set_yticks(list(ys), names, fontsize=6)
+    ax.invert_yaxis()
+    ax.axvline(100, color="black", linewidth=0.8, linestyle="--")
+    ax.set_xlabel("retention, %")
+    ax.set_title("Headline retention, each labelled with how it was computed and what it covers",
+                 fontsize=8)
 
 
 def figure_ablation(published: dict, ablation: pd.DataFrame, fig_dir: Path) -> list[Path]:
@@ -873,9 +1157,11 @@ def figure_ablation(published: dict, ablation: pd.DataFrame, fig_dir: Path) -> l
         ax.tick_params(labelsize=7)
         ax.set_ylabel("dev score x100", fontsize=7)
         ax.set_title(title, fontsize=8)
-        ax.legend(fontsize=6)
+    # One legend beside the panels: inside an axes it covers the tallest bars.
+    handles = {h.get_label(): h for ax in axes for h in ax.containers}
+    fig.legend(handles.values(), handles.keys(), loc="center right", fontsize=7)
     fig.suptitle("Ablation: general KD and task KD (Table 6 style)", fontsize=9)
-    return save_figure(fig, fig_dir, "ablation", "Ours: " + our_setup(ablation))
+    return save_figure(fig, fig_dir, "ablation", "Ours: " + our_setup(ablation), legend_width=0.14)
 
 
 def figure_speed(efficiency: pd.DataFrame | None, layers: pd.DataFrame | None,
@@ -918,14 +1204,16 @@ def write_figures(results_dir: str | Path, fig_dir: str | Path,
     results_dir, fig_dir = Path(results_dir), Path(fig_dir)
     fig_dir.mkdir(parents=True, exist_ok=True)        # exists even when every figure is skipped
     published = published or load_published()
+    majority = read_results(results_dir, "majority")
     summaries = [f for f in (read_results(results_dir, "glue_summary"),
                              read_results(results_dir, "squad_summary")) if f is not None]
     written = []
     if summaries:
         summary = pd.concat(summaries, ignore_index=True)
-        written += figure_score_vs_size(published, summary, fig_dir, "params")
-        written += figure_score_vs_size(published, summary, fig_dir, "flops")
-        written += figure_retention(published, summary, fig_dir)
+        lookup = ret.majority_lookup(majority)
+        written += figure_score_vs_size(published, summary, fig_dir, "params", lookup)
+        written += figure_score_vs_size(published, summary, fig_dir, "flops", lookup)
+        written += figure_retention(published, summary, fig_dir, majority)
     else:
         log.info("skipping score and retention figures: no glue/squad summary in %s", results_dir)
     ablation = read_results(results_dir, "ablation_summary")
@@ -948,6 +1236,10 @@ def main(argv: list[str] | None = None) -> int:
     agg.add_argument("--runs", nargs="+", required=True, help="run dirs or metrics.json files")
     agg.add_argument("--out", required=True, help="results directory")
     agg.add_argument("--unavailable", nargs="*", default=[], help="tasks with no data")
+    rt = commands.add_parser("retention", help="results/*_summary.csv -> majority.csv and "
+                             "retention.csv (for results aggregated before majority.csv existed)")
+    rt.add_argument("--results", required=True)
+    rt.add_argument("--config", required=True, help="the config the results were run with")
     rep = commands.add_parser("report", help="results/*.csv -> tables and figures")
     rep.add_argument("--results", required=True)
     rep.add_argument("--figures", required=True)
@@ -956,6 +1248,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "aggregate":
         aggregate(args.runs, args.out, args.unavailable)
+    elif args.command == "retention":
+        write_retention(args.results, args.config)
     else:
         write_tables(args.results, args.tables)
         write_figures(args.results, args.figures)

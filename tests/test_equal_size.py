@@ -167,22 +167,26 @@ def test_a_win_needs_non_overlapping_spread():
 
 
 def test_majority_class_scores_on_the_bundled_data():
-    """Always predicting the most frequent training label, scored by each task's metric
-    (the level a student that learnt nothing reaches: KroneckerBERT_21 scored exactly
-    these on QNLI and MNLI in the reference run)."""
+    """A constant answer, scored by each task's metrics (the level a student that learnt
+    nothing reaches: KroneckerBERT_21 scored exactly these on QNLI and MNLI in the
+    reference run): the most frequent training label, or "no answer" on SQuAD."""
     from kbert.config import load_config
-    from kbert.evaluate import data_settings, majority_class_scores
+    from kbert.retention import majority_frame, majority_lookup
 
     config = load_config("config/config.yaml")
-    scores = {task: majority_class_scores(task, data_settings(config, task))
-              for task in ("sst2", "cola", "mrpc", "mnli", "stsb", "squad_v1")}
-    assert scores["sst2"] == {"validation": pytest.approx(0.504)}
-    assert scores["cola"] == {"validation": 0.0}  # a constant has MCC 0
-    # MRPC: always "equivalent": mean of F1 and accuracy.
-    assert scores["mrpc"]["validation"] == pytest.approx(0.748, abs=5e-4)
-    assert scores["mnli"] == {"validation_matched": pytest.approx(0.378),
-                              "validation_mismatched": pytest.approx(0.326)}
-    assert scores["stsb"] == {"validation": None} and scores["squad_v1"] == {"validation": None}
+    majority = majority_lookup(majority_frame(config, ["sst2", "cola", "mrpc", "mnli", "stsb",
+                                                       "squad_v1", "squad_v2"]))
+    assert majority["sst2", "validation", "score"] == pytest.approx(0.504)
+    assert majority["cola", "validation", "cola_mcc"] == 0.0  # a constant has MCC 0
+    # MRPC: always "equivalent": the score is the mean of F1 and accuracy.
+    assert majority["mrpc", "validation", "score"] == pytest.approx(0.748, abs=5e-4)
+    assert majority["mrpc", "validation", "mrpc_f1"] > majority["mrpc", "validation", "score"]
+    assert majority["mnli", "validation_matched", "score"] == pytest.approx(0.378)
+    assert majority["mnli", "validation_mismatched", "score"] == pytest.approx(0.326)
+    assert majority["stsb", "validation", "score"] != majority["stsb", "validation", "score"]  # NaN: no correlation
+    assert majority["squad_v1", "validation", "squad_v1_f1"] == 0.0  # every question has an answer
+    # SQuAD v2.0: "no answer" scores the share of unanswerable questions (47.7 in the reference run).
+    assert majority["squad_v2", "validation", "score"] == pytest.approx(0.477, abs=5e-4)
 
 
 def test_a_win_at_the_majority_class_is_marked():

@@ -22,6 +22,12 @@ SQUAD = {("kroneckerbert_8", "full", 0): (0.60, 0.70), ("kroneckerbert_8", "full
          ("kroneckerbert_21", "full", 0): (0.50, 0.60), ("kroneckerbert_21", "full", 1): (0.52, 0.62)}
 TEACHER_MRPC = (0.88, 0.80)
 TEACHER_SQUAD = (0.70, 0.80)
+# majority.csv: MRPC's constant answer scores 0.70 (key score), SQuAD's "no answer" 0.
+MAJORITY = pd.DataFrame({"task": ["mrpc", "mrpc", "mrpc", "squad_v1", "squad_v1", "squad_v1"],
+                         "eval_split": ["validation"] * 6,
+                         "metric": ["score", "mrpc_f1", "mrpc_acc", "score", "squad_v1_em",
+                                    "squad_v1_f1"],
+                         "majority": [0.70, 0.81, 0.59, 0.0, 0.0, 0.0]})
 
 
 def metrics_json(model, family, variant, task, seed, metrics, params, cf, flops):
@@ -76,7 +82,8 @@ def outputs(tmp_path_factory):
     write_runs(root)
     results = root / "results"
     frames = report.aggregate([root / "runs"], results,
-                              unavailable=["qqp", {"task": "squad_v2", "reason": "no data"}])
+                              unavailable=["qqp", {"task": "squad_v2", "reason": "no data"}],
+                              majority=MAJORITY)
     write_efficiency(results)
     tables = report.write_tables(results)
     figures = report.write_figures(results, root / "figures")
@@ -204,7 +211,7 @@ def test_published_yaml_is_complete():
         assert table["split"] in {"test", "dev", "n/a"}, table_id
         keys = [report.column_spec(published, c)["key"] for c in table["columns"]]
         for row in table["rows"]:
-            assert set(row) <= {"model", "label", "variant", "role", "values", "notes", "id"}, row
+            assert set(row) <= {"model", "label", "variant", "role", "values", "notes", "setup", "id"}, row
             assert set(row["values"]) <= set(keys), (table_id, row["id"])
     kb8 = report.published_row(published, "kb_table2", "kroneckerbert_8")["values"]
     assert kb8["mnli_m"] == 83.0 and published["models"]["kroneckerbert_8"]["params_m"] == 14.3
@@ -234,3 +241,85 @@ def test_our_cell_prefers_the_papers_split_and_picks_mnli_halves():
     on_dev = report.our_cell(summary[summary["eval_split"] != "test"],
                              report.column_spec(published, "mrpc_f1"), "test")
     assert on_dev.show() == "80.0*"
+
+
+def test_margin_retention_golden_cases():
+    from kbert.retention import margin_retention, mean_margin_retention
+
+    assert margin_retention(0.60, 0.80, 0.60) == 0.0              # student at the majority
+    assert margin_retention(0.80, 0.80, 0.60) == 1.0              # student equal to the teacher
+    assert margin_retention(0.70, 0.80, 0.60) == pytest.approx(0.5)
+    assert math.isnan(margin_retention(0.64, 0.64, 0.60))         # teacher only 4 points above
+    assert math.isnan(margin_retention(0.56, 0.52, 0.53))         # teacher below the majority
+    assert margin_retention(0.10, 0.50, None) == pytest.approx(0.2)  # correlation: majority 0
+    value, counted = mean_margin_retention({"sst2": 0.7, "cola": 0.1, "rte": math.nan})
+    assert value == pytest.approx(0.4) and counted == ["cola", "sst2"]
+
+
+def test_paper_way_retention_is_a_ratio_of_averages_over_shared_columns():
+    from kbert.retention import paper_way_retention
+
+    ratio, columns = paper_way_retention({"a": 0.6, "b": 0.2, "c": 0.9},
+                                         {"a": 0.8, "b": 0.4, "c": math.nan})
+    assert columns == ["a", "b"] and ratio == pytest.approx(0.4 / 0.6)   # not mean(0.75, 0.5)
+    published = report.load_published()            # the paper's own 97.7% (Table 2, 9 columns)
+    kb8 = report.published_row(published, "kb_table2", "kroneckerbert_8")["values"]
+    bert = report.published_row(published, "kb_table2", "bert_base")["values"]
+    ratio, columns = paper_way_retention({c: kb8[c] for c in report.PAPER_GLUE_COLUMNS},
+                                         {c: bert[c] for c in report.PAPER_GLUE_COLUMNS})
+    assert len(columns) == 9 and "wnli" not in columns and 100 * ratio == pytest.approx(97.7, abs=0.05)
+
+
+def test_retention_csv_labels_every_measure(outputs):
+    retention = read(outputs, "retention.csv")
+    assert set(retention["measure"]) == {"raw", "margin", "margin_mean", "paper_way"}
+    kb8 = retention[(retention["model"] == "kroneckerbert_8") & (retention["variant"] == "full")]
+    margin = kb8[(kb8["measure"] == "margin") & (kb8["task"] == "mrpc")].iloc[0]
+    # key score: student (0.82 + 0.72) / 2 = 0.77, teacher 0.84, majority 0.70
+    assert margin["retention_pct"] == pytest.approx(50.0)
+    headline = kb8[kb8["measure"] == "margin_mean"].iloc[0]
+    assert headline["retention_pct"] == pytest.approx(50.0) and headline["covers"] == "mrpc"
+    paper_way = kb8[kb8["measure"] == "paper_way"].iloc[0]
+    assert paper_way["retention_pct"] == pytest.approx(0.82 / 0.88 * 100)
+    assert paper_way["covers"] == "MRPC"
+    assert set(read(outputs, "majority.csv")["task"]) == {"mrpc", "squad_v1"}
+
+
+def summary_row(model, task, metric, value, family="kronecker", flops=1e9, split="validation"):
+    return {"preset": "p", "model": model, "family": family, "variant": family if family ==
+            "teacher" else "full", "augment": False, "teacher": "t", "task": task,
+            "eval_split": split, "data_status": "full", "n": 1, "notes": "", "params": 3e6,
+            "compression_factor": 7.5 if family != "teacher" else 1.0, "flops": flops,
+            "score_mean": value, f"{metric}_mean": value, f"{metric}_sd": math.nan}
+
+
+def test_score_vs_flops_uses_each_tasks_own_flops():
+    """A GLUE panel's FLOPs are at seq 128, not the SQuAD (seq 384) count of the same model."""
+    summary = pd.DataFrame([summary_row("kb", "mrpc", "mrpc_f1", 0.8, flops=1e9),
+                            summary_row("kb", "squad_v1", "squad_v1_f1", 0.5, flops=3.5e9)])
+    published = report.load_published()
+    (point,) = report.our_points(summary, report.column_spec(published, "mrpc_f1"))
+    assert point[2] == 1e9
+    (point,) = report.our_points(summary, report.column_spec(published, "squad_v1_f1"))
+    assert point[2] == 3.5e9
+
+
+def test_table_average_covers_only_shared_columns_and_marks_the_majority():
+    rows = [summary_row("teacher", "mrpc", "mrpc_f1", 0.90, family="teacher"),
+            summary_row("teacher", "sst2", "sst2_acc", 0.80, family="teacher"),
+            summary_row("kroneckerbert_8", "mrpc", "mrpc_f1", 0.60),
+            summary_row("kroneckerbert_8", "sst2", "sst2_acc", 0.40),
+            summary_row("kronecker_aug", "mrpc", "mrpc_f1", 0.70)]
+    summary = pd.DataFrame(rows)
+    published = report.load_published()
+    layout = next(l for l in report.LAYOUTS if l.name == "table4_7_glue_dev")
+    majority = {("sst2", "validation", "sst2_acc"): 0.41, ("sst2", "validation", "score"): 0.41}
+    table = report.score_table(published, layout, summary[summary["family"] != "teacher"],
+                               summary[summary["family"] == "teacher"], majority)
+    _, header, main = table.blocks[0]
+    ours = {row[0]: dict(zip(header, row)) for row in main if row[1] == "ours"}
+    kb8 = ours["kroneckerbert_8 (full)"]
+    assert kb8["Avg"] == "60.0"                # MRPC only: the other student has no SST-2
+    assert kb8["SST-2"] == "40.0†"             # within 2 points of the majority (41)
+    assert kb8["Ret. % = Avg / teacher Avg (cols)"] == "66.7 (1)"
+    assert any("cover MRPC:" in note for note in table.notes)
