@@ -32,11 +32,10 @@ import pandas as pd  # noqa: E402
 
 from kbert import equal_size, report  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
+from kbert.retention import MIN_TEACHER_MARGIN, NEAR_MAJORITY, at_majority, margin_retention  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-AT_MAJORITY = 0.02       # a score within 2 points of the majority class has learnt nothing
-MIN_MARGIN = 0.05        # margin retention needs a teacher at least 5 points above the majority
 FAMILY_MARKERS = {"kronecker": "o", "lowrank": "s", "dense": "^"}
 
 
@@ -48,18 +47,6 @@ def init_errors(runs) -> dict[str, float]:
         if record.get("stage") == "compress":
             errors[record["student"]] = record.get("relative_error_mean")
     return errors
-
-
-def margin_retention(student: float, teacher: float, majority: float | None) -> float:
-    """(student - majority) / (teacher - majority): 0 at the majority class, 1 at the teacher.
-
-    NaN where the teacher beats the majority by less than ``MIN_MARGIN`` (nothing to retain);
-    a task without a constant-prediction score (correlations) has majority 0.
-    """
-    majority = 0.0 if majority is None or pd.isna(majority) else majority
-    if pd.isna(student) or pd.isna(teacher) or teacher - majority < MIN_MARGIN:
-        return math.nan
-    return (student - majority) / (teacher - majority)
 
 
 def ladder_frame(runs, config: dict) -> pd.DataFrame:
@@ -80,7 +67,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
             "teacher": teacher, "majority": majority,
             "retention_pct": report.retention_pct(r["score_mean"], teacher),
             "margin_retention": margin_retention(r["score_mean"], teacher, majority),
-            "at_majority": bool(not pd.isna(majority) and abs(r["score_mean"] - majority) <= AT_MAJORITY),
+            "at_majority": at_majority(r["score_mean"], majority),
         })
     out = pd.DataFrame(rows)
     return out.sort_values(["task", "variant", "compression_factor", "family"], kind="stable").reset_index(drop=True)
@@ -107,8 +94,8 @@ def table(frame: pd.DataFrame, labels: dict) -> report.Table:
         "Score x100 on the task's whole dev split (MNLI: matched), the task's key score (MRPC: mean of F1 "
         "and accuracy); mean over seeds.",
         "% of teacher = student / fine-tuned teacher. Margin retention = (student - majority) / "
-        f"(teacher - majority); '–' where the teacher beats the majority by less than {100 * MIN_MARGIN:.0f} points.",
-        f"'(at majority)': within {100 * AT_MAJORITY:.0f} points of always predicting the most frequent training label.",
+        f"(teacher - majority); '–' where the teacher beats the majority by less than {100 * MIN_TEACHER_MARGIN:.0f} points.",
+        f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label.",
         "Init error: mean relative Frobenius error of the factorised matrices at the SVD init "
         "(0 for the lossless student, whose Kronecker factors B are 1x1).",
         "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.resolved.yaml.",
