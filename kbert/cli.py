@@ -101,6 +101,13 @@ def cmd_equal_size(args) -> None:
     write(args.runs, args.out, config)
 
 
+def cmd_ladder(args) -> None:
+    from kbert.ladder import write
+
+    config = _load(args)
+    write(args.runs, args.out, config)
+
+
 def cmd_bench(args) -> None:
     from kbert.bench.__main__ import main as bench_main
 
@@ -156,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("equal-size", cmd_equal_size, "the equal-size comparison: CSVs, table and figure in one directory")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the sweep and its teachers")
+    p.add_argument("--out", required=True)
+
+    p = stage("ladder", cmd_ladder, "the sanity ladder: CSV, table and figure in one directory")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the ladder, its teachers and inits")
     p.add_argument("--out", required=True)
 
     p = stage("bench", cmd_bench, "benchmarks: layers | models | augment (see python -m kbert.bench -h)", config=False)

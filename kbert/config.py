@@ -177,6 +177,18 @@ def load_config(path_or_dict, schema_path: str | os.PathLike | None = None) -> d
     return config
 
 
+def check_listed(config: dict, section: str, students: dict, errors: list[str]) -> None:
+    """A sweep section (``equal_size``, ``ladder``) lists configured tasks and students only."""
+    from kbert.tasks import TASKS
+
+    for i, name in enumerate(config[section]["tasks"]):
+        if name in TASKS and name not in config["tasks"]:
+            errors.append(f"config.{section}.tasks[{i}]: {name!r} is not in config.tasks {config['tasks']}")
+    for i, name in enumerate(config[section]["students"]):
+        if name not in students:
+            errors.append(f"config.{section}.students[{i}]: unknown student {name!r}; students: {sorted(students)}")
+
+
 def _semantic_errors(config: dict) -> list[str]:
     """Checks the schema cannot express; assumes the schema passed."""
     from kbert.tasks import TASKS
@@ -235,15 +247,11 @@ def _semantic_errors(config: dict) -> list[str]:
             missing = [k for k in SHAPE_KEYS[:3] if k not in spec]
             if missing:
                 errors.append(f"{where}: explicit shapes need {list(SHAPE_KEYS[:3])}; missing {missing}")
-    sweep = config["equal_size"]
-    check_tasks(sweep["tasks"], "config.equal_size.tasks")
-    check_task_keys(sweep["per_task_seeds"], "config.equal_size.per_task_seeds")
-    for i, name in enumerate(sweep["tasks"]):
-        if name in TASKS and name not in config["tasks"]:
-            errors.append(f"config.equal_size.tasks[{i}]: {name!r} is not in config.tasks {config['tasks']}")
-    for i, name in enumerate(sweep["students"]):
-        if name not in students:
-            errors.append(f"config.equal_size.students[{i}]: unknown student {name!r}; students: {sorted(students)}")
+    check_tasks(config["equal_size"]["tasks"], "config.equal_size.tasks")
+    check_task_keys(config["equal_size"]["per_task_seeds"], "config.equal_size.per_task_seeds")
+    check_tasks(config["ladder"]["tasks"], "config.ladder.tasks")
+    for section in ("equal_size", "ladder"):
+        check_listed(config, section, students, errors)
     if config["ablation_students"] is not None:
         for i, name in enumerate(config["ablation_students"]):
             if name not in students:

@@ -25,7 +25,8 @@ from kbert.tasks import TASKS
 REPO = Path(__file__).resolve().parent.parent
 PRESETS = {"default": REPO / "config" / "config.yaml",
            "paper": REPO / "config" / "paper.yaml",
-           "smoke": REPO / "config" / "smoke.yaml"}
+           "smoke": REPO / "config" / "smoke.yaml",
+           "ladder": REPO / "config" / "ladder.yaml"}
 
 MINIMAL = {"preset": "t", "tasks": ["mrpc"], "students": {"s": {"target_compression": 4}}}
 

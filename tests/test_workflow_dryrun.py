@@ -234,3 +234,15 @@ def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
     # Every baseline is compressed against its own budget: one compress job per student.
     compressed = {re.search(r"--student (\S+)", c).group(1) for c in shell_commands(proc.out) if " compress " in c}
     assert compressed == {s for s, *_ in runs}
+
+
+def test_ladder_lists_every_rung_task_and_variant(tmp_path):
+    """config/ladder.yaml, target `ladder`: 7 students x 2 tasks from the SVD init, one
+    teacher per task, one compress job per student, and the ladder's own report job."""
+    proc = run_workflow(tmp_path, "config/ladder.yaml", targets=("ladder",))
+    assert proc.returncode == 0, proc.out[-3000:]
+    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": 7, "task_kd": 14, "ladder": 1}
+    runs = {tuple(dict(re.findall(r"--(task|student|variant) (\S+)", c)).get(k) for k in ("student", "variant", "task"))
+            for c in shell_commands(proc.out) if " task-kd " in c}
+    ladder = load_config(REPO / "config" / "ladder.yaml")["ladder"]
+    assert runs == {(s, "no_general_kd", t) for s in ladder["students"] for t in ladder["tasks"]}

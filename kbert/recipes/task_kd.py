@@ -102,9 +102,10 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     prediction = {k: weights[k] for k in ("logit", "supervised") if weights.get(k)}
     if s["prediction_epochs"] and variant != "no_task_kd":
         # TinyBERT's second phase: the prediction layer alone, once the intermediate terms
-        # (which dominate the Eq. 14 sum) have been fitted. Own checkpoint directory, so a
+        # (which dominate the Eq. 14 sum) have been fitted, at its own small lr (TinyBERT:
+        # 3e-5; at 5e-4 it collapsed a lossless student). Own checkpoint directory, so a
         # killed run resumes inside whichever phase it was in.
-        second = TrainSettings(epochs=s["prediction_epochs"], lr=s["lr"], steps_per_epoch=steps_per_epoch,
+        second = TrainSettings(epochs=s["prediction_epochs"], lr=s["prediction_lr"], steps_per_epoch=steps_per_epoch,
                                warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"])
         phase_dir = resume_dir(out_dir) / "prediction"
         phase_dir.mkdir(exist_ok=True)

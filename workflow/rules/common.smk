@@ -143,6 +143,19 @@ def equal_size_jobs():
     ]
 
 
+def ladder_jobs():
+    """(student, variant, task, seed) of every run of the sanity ladder."""
+    ladder = config["ladder"]
+    return [
+        (student, variant, task, seed)
+        for student in ladder["students"]
+        for variant in ladder["variants"]
+        for task in ladder["tasks"]
+        if task not in UNAVAILABLE
+        for seed in ladder["seeds"]
+    ]
+
+
 def augment_tasks():
     """Tasks whose augmented data some run needs (shared by all students)."""
     return sorted({task for _, variant, task, _ in task_kd_jobs() if variant == "full_aug"})
@@ -176,6 +189,18 @@ def equal_size_metrics():
     """Teachers of the sweep's tasks, then every sweep run."""
     tasks = sorted({task for _, _, task, _ in equal_size_jobs()})
     return [teacher_metrics(t) for t in tasks] + [task_kd_metrics(*job) for job in equal_size_jobs()]
+
+
+def ladder_metrics():
+    """Teachers of the ladder's tasks, every ladder run, and each student's SVD init (its
+    initialisation error is a column of the ladder)."""
+    tasks = sorted({task for _, _, task, _ in ladder_jobs()})
+    students = sorted({student for student, _, _, _ in ladder_jobs()})
+    return (
+        [teacher_metrics(t) for t in tasks]
+        + [task_kd_metrics(*job) for job in ladder_jobs()]
+        + [student_stage(s, "init")["metrics"] for s in students]
+    )
 
 
 def task_kd_inputs(wildcards):

@@ -1,0 +1,140 @@
+"""The sanity ladder: one pipeline over growing compression factors, to tell a bug from a limit.
+
+The ladder (``config/ladder.yaml``, target ``ladder``) runs the same task distillation from
+a lossless student (every Kronecker factor B of shape 1x1: an exact copy of the teacher)
+through milder and harsher Kronecker students, each next to a low-rank student of the same
+size. Read it bottom up:
+
+- the lossless rung must end where the fine-tuned teacher ends; if it does not, the recipe
+  destroys what it starts from (a bug, or a learning rate);
+- if the low-rank rung learns where the Kronecker rung of its size does not, the
+  initialisation is the limit; if neither learns while the lossless rung does, the recipe is.
+
+One entry point, :func:`write` (``python -m kbert.cli ladder``), writes into one directory:
+
+    ladder.csv        one row per (student, variant, task): score, teacher, majority class,
+                      retention (student / teacher), margin retention, init error, size
+    ladder.md / .tex  the table;  ladder.png / .pdf  score against compression factor
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from kbert import equal_size, report  # noqa: E402
+from kbert.provenance import write_csv  # noqa: E402
+from kbert.retention import MIN_TEACHER_MARGIN, NEAR_MAJORITY, at_majority, margin_retention  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+FAMILY_MARKERS = {"kronecker": "o", "lowrank": "s", "dense": "^"}
+
+
+def init_errors(runs) -> dict[str, float]:
+    """Mean relative Frobenius error of each student's compress step (its SVD init)."""
+    errors = {}
+    for path in report.find_metric_files(runs):
+        record = json.loads(Path(path).read_text())
+        if record.get("stage") == "compress":
+            errors[record["student"]] = record.get("relative_error_mean")
+    return errors
+
+
+def ladder_frame(runs, config: dict) -> pd.DataFrame:
+    """One row per (student, variant, task) on the task's main eval split."""
+    frame = equal_size.collect(runs, config["students"])
+    summary = equal_size.summarise(frame, config)
+    students, teachers = equal_size.students_and_teachers(summary)
+    errors = init_errors(runs)
+    rows = []
+    for _, r in students.iterrows():
+        teacher = teachers.get(r["task"], math.nan)
+        majority = r["majority"]
+        rows.append({
+            "task": r["task"], "model": r["model"], "family": r["family"], "variant": r["variant"],
+            "params": r["params"], "compression_factor": r["compression_factor"],
+            "init_error": errors.get(r["model"], math.nan),
+            "score": r["score_mean"], "score_sd": r["score_sd"], "n": r["n"],
+            "teacher": teacher, "majority": majority,
+            "retention_pct": report.retention_pct(r["score_mean"], teacher),
+            "margin_retention": margin_retention(r["score_mean"], teacher, majority),
+            "at_majority": at_majority(r["score_mean"], majority),
+        })
+    out = pd.DataFrame(rows)
+    return out.sort_values(["task", "variant", "compression_factor", "family"], kind="stable").reset_index(drop=True)
+
+
+def _score_cell(row: pd.Series) -> str:
+    mark = " (at majority)" if row["at_majority"] else ""
+    return f"{100 * row['score']:.1f} ({row['retention_pct']:.0f}%){mark}"
+
+
+def table(frame: pd.DataFrame, labels: dict) -> report.Table:
+    blocks = []
+    for (task, variant), group in frame.groupby(["task", "variant"], sort=True):
+        first = group.iloc[0]
+        majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
+        header = ["Student", "Family", "CF", "Params (M)", "Init error", "Score (% of teacher)", "Margin retention"]
+        rows = [[labels.get(r["model"], r["model"]), r["family"], f"{r['compression_factor']:.1f}",
+                 f"{r['params'] / 1e6:.2f}", report.fmt_number(r["init_error"], 3), _score_cell(r),
+                 report.MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
+                for _, r in group.iterrows()]
+        blocks.append((f"{equal_size.task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
+                       f"majority class {majority}", header, rows))
+    notes = [
+        "Score x100 on the task's whole dev split (MNLI: matched), the task's key score (MRPC: mean of F1 "
+        "and accuracy); mean over seeds.",
+        "% of teacher = student / fine-tuned teacher. Margin retention = (student - majority) / "
+        f"(teacher - majority); '–' where the teacher beats the majority by less than {100 * MIN_TEACHER_MARGIN:.0f} points.",
+        f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label.",
+        "Init error: mean relative Frobenius error of the factorised matrices at the SVD init "
+        "(0 for the lossless student, whose Kronecker factors B are 1x1).",
+        "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.resolved.yaml.",
+    ]
+    return report.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
+
+
+def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
+    panels = list(frame.groupby(["task", "variant"], sort=True))
+    fig, axes = report.grid(len(panels))
+    for ax, ((task, variant), group) in zip(axes, panels):
+        for family, rows in group.groupby("family", sort=False):
+            ax.plot(rows["compression_factor"], 100 * rows["score"], marker=FAMILY_MARKERS.get(family, "o"),
+                    color=equal_size.FAMILY_COLORS.get(family), label=equal_size.FAMILY_LABELS.get(family, family))
+        first = group.iloc[0]
+        ax.axhline(100 * first["teacher"], color="black", linestyle="--", linewidth=1, label="Teacher")
+        if not pd.isna(first["majority"]):
+            ax.axhline(100 * first["majority"], color="grey", linestyle=":", linewidth=1, label="Majority class")
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(report.PLAIN)
+        ax.set_xlabel("compression factor (log)", fontsize=7)
+        ax.set_ylabel("dev score", fontsize=7)
+        ax.set_title(f"{equal_size.task_label(task)} ({variant})", fontsize=9)
+        ax.tick_params(labelsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7)
+    caption = "Same task KD for every rung; compression factor 1 is the lossless student (B 1x1)."
+    return report.save_figure(fig, out_dir, "ladder", caption, legend_width=0.18)
+
+
+def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
+    """The ladder's CSV, table and figure into ``out_dir`` (see the module docstring)."""
+    out_dir = Path(out_dir)
+    frame = ladder_frame(runs, config)
+    labels = {name: spec.get("label", name) for name, spec in config["students"].items()}
+    write_csv(out_dir / "ladder.csv", frame)
+    rendered = table(frame, labels)
+    report.write_text(out_dir / "ladder.md", report.render_markdown(rendered))
+    report.write_text(out_dir / "ladder.tex", report.render_latex(rendered))
+    figure(frame, out_dir, labels)
+    log.info("sanity ladder: %d rows into %s", len(frame), out_dir)
+    return frame

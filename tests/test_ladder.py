@@ -1,0 +1,45 @@
+"""The sanity ladder's table: retention, margin retention, majority marks, init errors
+(the retention functions' golden cases are in test_report.py)."""
+
+import json
+import math
+
+import pandas as pd
+import pytest
+
+from kbert.config import load_config
+from kbert.ladder import write
+
+
+def _record(path, model, family, score, cf, params, variant="no_general_kd"):
+    path.mkdir(parents=True)
+    (path / "metrics.json").write_text(json.dumps({
+        "task": "mrpc", "model": model, "family": family, "variant": variant, "augment": False, "seed": 0,
+        "params": params, "compression_factor": cf, "flops": 1,
+        "results": [{"eval_split": "validation", "data_status": "full", "n_examples": 408, "score": score,
+                     "metrics": {"mrpc_f1": score, "mrpc_acc": score}}],
+        "provenance": {"preset": "ladder"},
+    }))
+
+
+def test_ladder_table_from_runs(tmp_path):
+    config = load_config("config/ladder.yaml")
+    runs = tmp_path / "runs"
+    _record(runs / "teacher", "teacher", "teacher", 0.85, 1.0, 22_000_000, variant="teacher")
+    _record(runs / "lossless", "lossless", "kronecker", 0.84, 1.0, 22_000_000)
+    _record(runs / "kron", "kron_2_6", "kronecker", 0.748, 2.6, 8_500_000)
+    (runs / "init").mkdir()
+    (runs / "init" / "metrics.json").write_text(json.dumps(
+        {"student": "kron_2_6", "stage": "compress", "relative_error_mean": 0.88}))
+    frame = write([runs], tmp_path / "out", config)
+    rows = frame.set_index("model")
+    assert list(frame["model"]) == ["lossless", "kron_2_6"]          # by compression factor
+    assert rows.loc["lossless", "retention_pct"] == pytest.approx(100 * 0.84 / 0.85)
+    assert rows.loc["kron_2_6", "at_majority"] and not rows.loc["lossless", "at_majority"]
+    assert rows.loc["kron_2_6", "margin_retention"] == pytest.approx(0.0, abs=0.01)
+    assert rows.loc["kron_2_6", "init_error"] == 0.88
+    assert math.isnan(rows.loc["lossless", "init_error"])
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert "(at majority)" in table and "Kronecker_2.6" in table
+    assert (tmp_path / "out" / "ladder.png").exists()
+    assert pd.read_csv(tmp_path / "out" / "ladder.csv").shape[0] == 2

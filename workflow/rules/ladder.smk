@@ -1,0 +1,28 @@
+# The sanity ladder (issue 13): its own target, `snakemake --configfile config/ladder.yaml
+# --cores 2 ladder`, outside `all`. One directory, like the equal-size comparison.
+
+
+rule ladder:
+    input:
+        runs=ladder_metrics(),
+    output:
+        report(
+            directory(f"{RESULTS}/ladder"),
+            patterns=["{name}.png"],
+            caption="../report/ladder.rst",
+            category="Sanity ladder",
+        ),
+    params:
+        cfg=RESOLVED,
+    log:
+        f"{LOGS}/ladder.log",
+    threads: RES["report"]["threads"]
+    resources:
+        mem_mb=RES["report"]["mem_mb"],
+        runtime=RES["report"]["runtime"],
+        gpu=RES["report"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli ladder --config {params.cfg} --threads {threads}"
+        " --runs {input.runs} --out {output} > {log} 2>&1"
