@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from kbert.config import config_hash
-from kbert.provenance import atomic_path, git_commit, write_json
+from kbert.provenance import atomic_path, git_commit, sha256_file, write_json
 from kbert.teachers import teacher_hash
 
 
@@ -20,6 +20,12 @@ def resume_dir(out_dir: str | Path) -> Path:
     path = out_dir.parent / f"{out_dir.name}.partial"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def stage_identity(stage_dir: str | Path) -> str:
+    """Which run of an input stage (init student, fine-tuned teacher) a job starts from:
+    the hash of its metrics.json, which every run of that stage rewrites."""
+    return sha256_file(Path(stage_dir) / "metrics.json")
 
 
 def provenance(config: dict, started: float, data_sha256: str | None, seed: int | None) -> dict:
