@@ -3,6 +3,7 @@
 
 import copy
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -40,10 +41,17 @@ FIGURES = config["paths"]["figures"] or f"figures/{PRESET}"
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
 
-# Written at parse time, only when its content changes, so its mtime never retriggers
-# jobs; which jobs a config change reruns is decided by each rule's `params.settings`.
-RESOLVED = f"{WORK}/config.resolved.yaml"
-kconfig.write_resolved(config, RESOLVED)
+# One file per config hash, so that another invocation on this work directory (with
+# another config) never changes the file this one's jobs read. Written in `onstart`,
+# which runs for a real run once it holds the lock: never by a dry run or a refused
+# call. Which jobs a config change reruns is decided by each rule's `params.settings`,
+# not by this file's name (see `resolved_config`).
+RESOLVED = f"{WORK}/config.{kconfig.config_hash(config)[:16]}.resolved.yaml"
+
+
+onstart:
+    kconfig.write_resolved(config, RESOLVED)
+
 
 
 # ------------------------------------------------------------------ job environment
@@ -194,8 +202,15 @@ def task_kd_inputs(wildcards):
     return inputs
 
 
+def resolved_config(wildcards, output):
+    """A params function: the resolved config's path. Taking `output` makes Snakemake
+    count it as derived from the outputs, so that its name (a new hash for every config
+    change) is not a params rerun trigger."""
+    return RESOLVED
+
+
 def augmented_arg(wildcards, input):
-    return f"--augmented {input.augmented}" if "augmented" in input.keys() else ""
+    return f"--augmented {shlex.quote(input.augmented)}" if "augmented" in input.keys() else ""
 
 
 def parent_of(name):
