@@ -268,3 +268,22 @@ def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
     # Every baseline is compressed against its own budget: one compress job per student.
     compressed = {re.search(r"--student (\S+)", c).group(1) for c in shell_commands(proc.out) if " compress " in c}
     assert compressed == {s for s, *_ in runs}
+
+
+def test_impossible_students_fail_before_any_job(tmp_path):
+    """Shapes that do not divide the teacher's matrices, an embedding factor that does not
+    divide its hidden size, an unreachable target_compression: refused by `snakemake -n`."""
+    bad = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    bad["students"].update(
+        kron_4={"family": "kronecker", "target_compression": 400},
+        kron_explicit={"family": "kronecker", "attention_a_shape": [4, 4], "ffn_a_shape": [5, 2], "embedding_n": 8},
+        kron_embedding={"family": "kronecker", "attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 7},
+    )
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = run_workflow(tmp_path / "run", path)
+    assert proc.returncode != 0
+    assert "config.students.kron_4: no shapes reach compression 400.0" in proc.out
+    assert "config.students.kron_explicit: ffn_a_shape [5, 2] does not divide the teacher's 64 x 32 matrices" in proc.out
+    assert "config.students.kron_embedding: embedding_n 7 does not divide the teacher's hidden size 32" in proc.out
+    assert "Job stats" not in proc.out and "Shell command" not in proc.out

@@ -34,6 +34,34 @@ except kconfig.ConfigError as err:
 config.clear()
 config.update(_resolved)
 
+
+def _impossible_students():
+    """Students the teacher cannot be compressed into (shapes that do not divide its
+    matrices, an unreachable target_compression): an error now, not in the compress job.
+    It needs torch and transformers (seconds to import), hence here and not in
+    kbert.config, and a passed check is remembered (per teacher, students and code)."""
+    code = (Path(workflow.basedir).parent / "kbert" / "compress.py").read_bytes()
+    key = kconfig.config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbert" / "students-ok"
+    if (cache / key).exists():
+        return []
+    from kbert.compress import student_errors
+    from kbert.teachers import teacher_architecture
+
+    teacher = teacher_architecture(config["teacher"])
+    errors = student_errors(teacher, config["students"]) if teacher is not None else []
+    if not errors and teacher is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / key).touch()
+    return errors
+
+
+_student_errors = _impossible_students()
+if _student_errors:
+    raise WorkflowError(
+        "invalid config:\n  " + "\n  ".join(_student_errors) + f"\n  (config files: {', '.join(_CONFIG_FILES)})"
+    )
+
 PRESET = config["preset"]
 WORK = f"{config['paths']['work']}/{PRESET}"
 RESULTS = config["paths"]["results"]
