@@ -6,6 +6,7 @@ killed, so a re-run resumes) and only renames the finished outputs onto ``<out>/
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
@@ -22,10 +23,20 @@ def resume_dir(out_dir: str | Path) -> Path:
     return path
 
 
-def stage_identity(stage_dir: str | Path) -> str:
+def stage_identity(stage_dir: str | Path, **expected) -> str:
     """Which run of an input stage (init student, fine-tuned teacher) a job starts from:
-    the hash of its metrics.json, which every run of that stage rewrites."""
-    return sha256_file(Path(stage_dir) / "metrics.json")
+    the hash of its metrics.json, which every run of that stage rewrites.
+
+    ``expected`` (e.g. ``task="mrpc"``) must match that metrics.json, so that the output of
+    another model is a clear error, not a state-dict traceback or a silent mix-up.
+    """
+    path = Path(stage_dir) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for key, value in expected.items():
+        if metrics.get(key) != value:
+            raise ValueError(f"{stage_dir} holds the output for {key} {metrics.get(key)!r}, not {value!r} "
+                             f"(see {path}): pass that stage's output for {value!r}")
+    return sha256_file(path)
 
 
 def provenance(config: dict, started: float, data_sha256: str | None, seed: int | None) -> dict:

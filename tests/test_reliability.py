@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -160,3 +161,21 @@ def test_sigterm_is_reported_as_an_interruption():
     )
     assert proc.returncode == 128 + signal.SIGTERM, proc.stderr
     assert proc.stderr == "kbert data: interrupted (SIGTERM); run it again to resume from its last checkpoint\n"
+
+
+def test_output_of_another_model_is_a_clear_error(tmp_path, capsys):
+    """--init of another student, --teacher of another task: one line naming the directory."""
+    for name, metrics in {"init": {"student": "kron_explicit"}, "teacher": {"task": "mrpc"}}.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.json").write_text(json.dumps(metrics))
+    argv = ["task-kd", "--config", SMOKE, "--task", "mrpc", "--student", "kron_4", "--variant", "full",
+            "--seed", "0", "--init", str(tmp_path / "init"), "--teacher", str(tmp_path / "teacher"),
+            "--out", str(tmp_path / "out")]
+    assert cli.main(argv) == 2
+    assert capsys.readouterr().err == (
+        f"kbert task-kd: error: {tmp_path / 'init'} holds the output for student 'kron_explicit', not 'kron_4' "
+        f"(see {tmp_path / 'init' / 'metrics.json'}): pass that stage's output for 'kron_4'\n")
+    argv[argv.index("--task") + 1] = "stsb"
+    argv[argv.index("--student") + 1] = "kron_explicit"
+    assert cli.main(argv) == 2
+    assert "holds the output for task 'mrpc', not 'stsb'" in capsys.readouterr().err

@@ -45,6 +45,7 @@ def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Da
 
 def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     started = time.time()
+    init_id = stage_identity(init_dir, student=student, stage="compress")
     s = settings(config, "general_kd", student=student)
     seed_everything(s["seed"])
     tokenizer = tokenizer_for(config["teacher"])
@@ -68,7 +69,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     data_sha256 = sha256_json(documents)
-    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "init": stage_identity(init_dir),
+    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "init": init_id,
               "data_sha256": data_sha256}
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}", inputs=inputs)
 

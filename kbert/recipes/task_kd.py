@@ -70,6 +70,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     if (variant == "full_aug") != (augmented is not None):
         raise ValueError("variant full_aug needs --augmented FILE, and only it takes one")
     started = time.time()
+    init_id, teacher_id = stage_identity(init_dir, student=student), stage_identity(teacher_dir, task=task)
     spec = get_task(task)
     s = settings(config, "task_kd", task=task, student=student)
     data_cfg = data_settings(config, task)
@@ -100,8 +101,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     run_name = f"{student}/{variant}/{task}/seed{seed}"
     data_sha256 = kdata.data_checksum(task, data_cfg["source"])
-    inputs = {"settings": s, "variant": variant, "seed": seed, "init": stage_identity(init_dir),
-              "teacher": stage_identity(teacher_dir), "data": data_cfg, "data_sha256": data_sha256,
+    inputs = {"settings": s, "variant": variant, "seed": seed, "init": init_id,
+              "teacher": teacher_id, "data": data_cfg, "data_sha256": data_sha256,
               "augmented": augmented and sha256_file(augmented)}
     log = train(model, batches, step_loss(weights), plan, resume_dir(out_dir), desc=f"task KD {run_name}",
                 inputs=inputs)
