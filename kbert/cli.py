@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 
@@ -21,94 +22,102 @@ def _offline(config: dict) -> None:
 
 
 def _load(args) -> dict:
+    """Validate the config and apply its offline switches before anything imports
+    huggingface_hub (which reads HF_HUB_OFFLINE once, at import)."""
     from kbert.config import load_config
-    from kbert.training import set_threads
 
     config = load_config(args.config)
     _offline(config)
+    from kbert.training import set_threads
+
     set_threads(args.threads or config["resources"]["threads"])
     return config
 
 
-def cmd_data(args) -> None:
+def cmd_data(args, config=None) -> None:
+    """Check and describe the data: one task's files, or (all) every task's and the
+    general-distillation corpora; every bad file is reported, not only the first."""
     import pandas as pd
 
-    from kbert.data import describe_tasks
+    from kbert.data import DataError, describe_corpora, describe_tasks
 
-    table = describe_tasks(args.source)
-    if args.task != "all":
-        from kbert.tasks import get_task
+    checks = [lambda: describe_tasks(args.source, tasks=None if args.task == "all" else [args.task])]
+    if args.task == "all" and args.source == "bundled":
+        checks.append(describe_corpora)
+    problems = []
+    for check in checks:
+        try:
+            table = check()
+        except DataError as err:
+            problems += str(err).splitlines()[1:]
+            continue
+        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
+            print(table.to_string(index=False))
+    if problems:
+        raise DataError("bad data files:\n" + "\n".join(dict.fromkeys(problems)))
 
-        table = table[table["task"] == get_task(args.task).name]
-    with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_colwidth", 60):
-        print(table.to_string(index=False))
 
-
-def cmd_finetune_teacher(args) -> None:
+def cmd_finetune_teacher(args, config) -> None:
     from kbert.recipes import finetune_teacher
 
-    finetune_teacher.run(_load(args), args.task, args.out)
+    finetune_teacher.run(config, args.task, args.out)
 
 
-def cmd_compress(args) -> None:
+def cmd_compress(args, config) -> None:
     from kbert.recipes import compress_teacher
 
-    report = compress_teacher.run(_load(args), args.student, args.out)
+    report = compress_teacher.run(config, args.student, args.out)
     keys = ("family", "kronecker", "low_rank", "shape", "params", "compression_factor", "relative_error_mean")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
 
 
-def cmd_general_kd(args) -> None:
+def cmd_general_kd(args, config) -> None:
     from kbert.recipes import general_kd
 
-    general_kd.run(_load(args), args.student, args.init, args.out)
+    general_kd.run(config, args.student, args.init, args.out)
 
 
-def cmd_augment(args) -> None:
+def cmd_augment(args, config) -> None:
     from kbert.recipes import augment_data
 
-    print(augment_data.run(_load(args), args.task, args.out))
+    print(augment_data.run(config, args.task, args.out))
 
 
-def cmd_task_kd(args) -> None:
+def cmd_task_kd(args, config) -> None:
     from kbert.recipes import task_kd
 
-    task_kd.run(_load(args), args.task, args.student, args.variant, args.seed, args.init, args.teacher, args.out,
+    task_kd.run(config, args.task, args.student, args.variant, args.seed, args.init, args.teacher, args.out,
                 args.augmented)
 
 
-def cmd_aggregate(args) -> None:
+def cmd_aggregate(args, config) -> None:
     from kbert.config import unavailable_tasks
     from kbert.report import aggregate
     from kbert.retention import majority_frame
 
-    config = _load(args)
     aggregate(args.runs, args.out, unavailable=unavailable_tasks(config), majority=majority_frame(config))
 
 
-def cmd_report(args) -> None:
+def cmd_report(args, config) -> None:
     from kbert.report import write_figures, write_tables
 
-    _load(args)
     write_tables(args.results, os.path.join(args.results, "tables"))
     write_figures(args.results, args.figures)
 
 
-def cmd_equal_size(args) -> None:
+def cmd_equal_size(args, config) -> None:
     from kbert.equal_size import write
 
-    config = _load(args)
     write(args.runs, args.out, config)
 
 
-def cmd_ladder(args) -> None:
+def cmd_ladder(args, config) -> None:
     from kbert.ladder import write
 
-    config = _load(args)
     write(args.runs, args.out, config)
 
 
-def cmd_bench(args) -> None:
+def cmd_bench(args, config=None) -> None:
     from kbert.bench.__main__ import main as bench_main
 
     bench_main(args.rest)
@@ -120,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def stage(name, func, help_text, config=True):
         p = sub.add_parser(name, help=help_text)
+        p.add_argument("--debug", action="store_true", help="show the traceback of an error (also KBERT_DEBUG=1)")
         if config:
             p.add_argument("--config", required=True, help="config YAML (validated before anything runs)")
             p.add_argument("--threads", type=int, default=None, help="torch threads (default: resources.threads)")
@@ -174,13 +184,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Interrupted(Exception):
+    """SIGTERM (a scheduler's time limit, snakemake killing its jobs): not a failed job."""
+
+
+def _interrupt(signum, frame):
+    raise Interrupted(signal.Signals(signum).name)
+
+
+# Errors a user can cause (bad config, data, paths, a diverging run, the Hub while
+# offline): one line naming the file or key, no traceback.
+USER_ERRORS = (ValueError, OSError, ImportError, ArithmeticError)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        args.func(args)
-    except (ValueError, FileNotFoundError, ImportError) as err:
-        # Bad input: one clear line, no traceback (set KBERT_DEBUG=1 for the traceback).
-        if os.environ.get("KBERT_DEBUG"):
+        config = _load(args) if getattr(args, "config", None) else None
+        args.func(args, config)
+    except (Interrupted, KeyboardInterrupt) as err:
+        name = str(err) or "SIGINT"
+        print(f"kbert {args.stage}: interrupted ({name}); run it again to resume from its last checkpoint",
+              file=sys.stderr)
+        return 128 + getattr(signal, name, signal.SIGINT)
+    except USER_ERRORS as err:
+        if args.debug or os.environ.get("KBERT_DEBUG"):
             raise
         print(f"kbert {args.stage}: error: {err}", file=sys.stderr)
         return 2

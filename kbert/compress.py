@@ -209,6 +209,30 @@ def _search_errors(teacher: KBertModel, att, ffn, emb, ok: np.ndarray) -> np.nda
     return e_att[:, None, None] + e_ffn[None, :, None] + e_emb[None, None, :]
 
 
+def _check_shapes(teacher_config: KBertConfig, spec: dict) -> None:
+    """Explicit shapes must tile the teacher's matrices exactly (A kron B is m1*m2 x n1*n2)."""
+    d, f = teacher_config.hidden_size, teacher_config.intermediate_size
+    for key, (out_f, in_f) in (("attention_a_shape", (d, d)), ("ffn_a_shape", (f, d))):
+        m1, n1 = spec[key]
+        if out_f % m1 or in_f % n1:
+            raise ValueError(f"{key} {[m1, n1]} does not divide the teacher's {out_f} x {in_f} matrices "
+                             f"(rows: a divisor of {out_f}, columns: a divisor of {in_f})")
+    if d % spec["embedding_n"]:
+        raise ValueError(f"embedding_n {spec['embedding_n']} does not divide the teacher's hidden size {d}; "
+                         f"divisors: {_divisors(d)}")
+
+
+def student_errors(teacher_config: KBertConfig, students: dict) -> list[str]:
+    """Why each configured student cannot be built from this teacher (empty: all can)."""
+    errors = []
+    for name, spec in students.items():
+        try:
+            student_config(teacher_config, spec, None, students.get(spec.get("match")))
+        except ValueError as err:
+            errors.append(f"config.students.{name}: {err}")
+    return errors
+
+
 def student_kronecker(teacher_config: KBertConfig, spec: dict, teacher: KBertModel | None = None) -> dict:
     """Resolve a Kronecker student spec from the config into explicit Kronecker shapes."""
     if "preset" in spec:
@@ -226,6 +250,7 @@ def student_kronecker(teacher_config: KBertConfig, spec: dict, teacher: KBertMod
         return shape_search(teacher_config, float(spec["target_compression"]), teacher)
     keys = ("attention_a_shape", "ffn_a_shape", "embedding_n")
     if all(k in spec for k in keys):
+        _check_shapes(teacher_config, spec)
         return {**{k: spec[k] for k in keys}, "rank": int(spec.get("rank", 1))}
     raise ValueError(f"student spec {spec} needs 'preset', 'target_compression' or explicit {list(keys)}")
 

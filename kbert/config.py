@@ -54,7 +54,13 @@ class ConfigError(ValueError):
 
 def _load_yaml(path: str | os.PathLike) -> dict:
     with open(path) as handle:
-        data = yaml.safe_load(handle)
+        try:
+            data = yaml.safe_load(handle)
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(err, "problem", None) or err
+            raise ConfigError(f"config: {path}{where}: not valid YAML ({problem})") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -269,10 +275,34 @@ def _semantic_errors(config: dict) -> list[str]:
                 errors.append(f"{where}.per_student: unknown student {student!r}; students: {sorted(students)}")
             check_task_keys(override.get("per_task", {}), f"{where}.per_student.{student}.per_task")
 
+    errors += _offline_errors(config)
     random = config["teacher"]["random"]
     if config["teacher"]["source"] == "random" and random["hidden_size"] % random["num_attention_heads"]:
         errors.append(f"config.teacher.random: hidden_size {random['hidden_size']} is not a multiple of "
                       f"num_attention_heads {random['num_attention_heads']}")
+    return errors
+
+
+def _offline_errors(config: dict) -> list[str]:
+    """``offline: true`` with something only the Hub has: refused now, not after retries.
+
+    Hub data may be read offline from a local mirror (``KBERT_HUB_DIR``).
+    """
+    if not config["offline"]:
+        return []
+    errors = []
+    teacher = config["teacher"]
+    if teacher["source"] == "hub":
+        errors.append(f"config.teacher.source: 'hub' downloads the teacher {teacher['name']!r}, but config.offline "
+                      "is true; set offline: false on a networked machine, or teacher.source: packaged")
+    if not os.environ.get("KBERT_HUB_DIR"):
+        if config["data"]["source"] == "hub":
+            errors.append("config.data.source: 'hub' downloads the task data, but config.offline is true; set "
+                          "offline: false, data.source: bundled, or point KBERT_HUB_DIR at a local mirror")
+        if "wikipedia" in config["general_kd"]["corpus"]:
+            errors.append("config.general_kd.corpus: 'wikipedia' (wikimedia/wikipedia) comes from the hub, but "
+                          "config.offline is true; set offline: false, use corpus [wikitext2, squad_paragraphs], "
+                          "or point KBERT_HUB_DIR at a local mirror")
     return errors
 
 

@@ -29,6 +29,7 @@ from typing import Iterator
 import datasets
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from datasets import ClassLabel, Dataset, Features, List, Value
@@ -43,7 +44,7 @@ class DataError(ValueError):
     """A data file is missing, corrupt or malformed; the message names the file."""
 
 
-class HubOfflineError(RuntimeError):
+class HubOfflineError(ConnectionError):
     """A hub dataset was requested while the offline variables are set."""
 
 
@@ -106,7 +107,18 @@ def file_digest(relpath: str, data_dir=None) -> str:
 
 
 def _read_parquet(path: Path, columns) -> pd.DataFrame:
-    return pq.read_table(path).to_pandas()
+    return read_parquet(path)
+
+
+def read_parquet(path: str | os.PathLike) -> pd.DataFrame:
+    """A parquet file as a DataFrame; a file that is not parquet is a DataError naming it
+    (pyarrow's own message, e.g. "Corrupt snappy compressed data", names no file)."""
+    try:
+        return pq.read_table(path).to_pandas()
+    except (OSError, pa.ArrowException) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise DataError(f"{path}: not a readable parquet file ({err}); restore or regenerate it") from err
 
 
 def _read_tsv(path: Path, columns: tuple[str, ...] | None) -> pd.DataFrame:
@@ -115,6 +127,9 @@ def _read_tsv(path: Path, columns: tuple[str, ...] | None) -> pd.DataFrame:
     lines = path.read_text(encoding="utf-8").split("\n")
     if lines and lines[-1] == "":
         lines.pop()
+    if not lines:
+        raise DataError(f"{path} is empty: expected " + ("a header line and " if columns is None else "")
+                        + "tab-separated rows; restore the file (git checkout data/)")
     if columns is None:
         columns, lines, first = tuple(lines[0].split("\t")), lines[1:], 2
     else:
@@ -378,15 +393,17 @@ def data_checksum(task, source: str = "bundled", data_dir=None) -> str:
     return hashlib.sha256(listing.encode()).hexdigest()
 
 
-def describe_tasks(source: str = "bundled", data_dir=None) -> pd.DataFrame:
+def describe_tasks(source: str = "bundled", data_dir=None, tasks=None) -> pd.DataFrame:
     """One row per (task, split): n_examples, status and where the rows come from.
 
-    Bundled splits are loaded (and so verified); hub splits show the official sizes
-    without downloading anything.
+    ``tasks`` (names; None: every task) limits the table, and the files checked, to those
+    tasks. Bundled splits are loaded (and so verified), every one of them: a bad file is
+    a DataError listing every bad file, not only the first. Hub splits show the official
+    sizes without downloading anything.
     """
     _check_source(source)
-    rows = []
-    for spec in TASKS.values():
+    rows, errors = [], []
+    for spec in (TASKS.values() if tasks is None else [get_task(t) for t in tasks]):
         for split in spec.splits:
             status = split_status(spec, split, source)
             if source == "hub":
@@ -395,12 +412,34 @@ def describe_tasks(source: str = "bundled", data_dir=None) -> pd.DataFrame:
                 n, origin = 0, f"unavailable offline ({spec.offline[split].note})"
             else:
                 offline = spec.offline[split]
-                n = len(_bundled_frame(spec, split, data_dir))
                 origin = " + ".join(offline.files)
                 if offline.derived:
                     origin += f" [{offline.derived.part} part, by {offline.derived.group_by}]"
+                try:
+                    n = len(_bundled_frame(spec, split, data_dir))
+                except DataError as err:
+                    n, status = 0, "error"
+                    errors.append(str(err))
             rows.append({"task": spec.name, "split": split, "n_examples": n, "status": status,
                          "source": origin})
+    if errors:
+        raise DataError("bad data files:\n  " + "\n  ".join(dict.fromkeys(errors)))
+    return pd.DataFrame(rows)
+
+
+def describe_corpora(data_dir=None) -> pd.DataFrame:
+    """One row per bundled general-distillation corpus: its documents (so verified);
+    DataError listing every bad file."""
+    rows, errors = [], []
+    for name, where in CORPORA.items():
+        if where != "bundled":
+            continue
+        try:
+            rows.append({"corpus": name, "n_documents": len(load_corpus(name, data_dir=data_dir))})
+        except DataError as err:
+            errors.append(str(err))
+    if errors:
+        raise DataError("bad corpus files:\n  " + "\n  ".join(errors))
     return pd.DataFrame(rows)
 
 

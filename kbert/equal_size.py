@@ -180,7 +180,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
         "'one seed': no spread, no winner).",
         "Majority: always predicting the most frequent training label ('–': no constant scores, e.g. "
         "STS-B); '(at majority)': the winner's mean - sd is not above it, a win by not learning.",
-        "Same teacher, data, general KD and task KD settings for every family; see config.resolved.yaml.",
+        "Same teacher, data, general KD and task KD settings for every family; see config.<hash>.resolved.yaml in the work directory.",
         "Setup: " + report.our_setup(summary[summary["family"] != report.TEACHER_FAMILY]),
     ]
     for rival in RIVALS:

@@ -98,7 +98,7 @@ def table(frame: pd.DataFrame, labels: dict) -> report.Table:
         f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label.",
         "Init error: mean relative Frobenius error of the factorised matrices at the SVD init "
         "(0 for the lossless student, whose Kronecker factors B are 1x1).",
-        "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.resolved.yaml.",
+        "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",
     ]
     return report.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
 

@@ -7,9 +7,11 @@ looks finished, and every result row can be traced back to code, config and data
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -48,15 +50,38 @@ def git_commit() -> str:
     return commit + ("-dirty" if dirty else "")
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Temporary siblings of ``path`` left by a killed writer (for a BERT-base model, a
+    full copy each): ``.<name>.<pid>.<random>`` whose process is gone. A live writer's
+    are kept."""
+    stale = re.compile(rf"\.{re.escape(path.name)}\.(\d+)\.[a-z0-9_]{{8}}")
+    for tmp in path.parent.glob(f".{glob.escape(path.name)}.*"):
+        match = stale.fullmatch(tmp.name)
+        if match and tmp.is_dir() and not _alive(int(match.group(1))):
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike):
     """Yield a temporary sibling path; rename it onto ``path`` only if the block succeeds.
 
-    Works for a file or a directory written at the yielded path.
+    Works for a file or a directory written at the yielded path. Temporaries of a killed
+    earlier writer of ``path`` are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent)) / path.name
+    _remove_stale_temporaries(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.{os.getpid()}.", dir=path.parent)) / path.name
     try:
         yield tmp
         if path.is_dir() and not path.is_symlink():

@@ -6,12 +6,13 @@ killed, so a re-run resumes) and only renames the finished outputs onto ``<out>/
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from pathlib import Path
 
 from kbert.config import config_hash
-from kbert.provenance import atomic_path, git_commit, write_json
+from kbert.provenance import atomic_path, git_commit, sha256_file, write_json
 from kbert.teachers import teacher_hash
 
 
@@ -20,6 +21,22 @@ def resume_dir(out_dir: str | Path) -> Path:
     path = out_dir.parent / f"{out_dir.name}.partial"
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def stage_identity(stage_dir: str | Path, **expected) -> str:
+    """Which run of an input stage (init student, fine-tuned teacher) a job starts from:
+    the hash of its metrics.json, which every run of that stage rewrites.
+
+    ``expected`` (e.g. ``task="mrpc"``) must match that metrics.json, so that the output of
+    another model is a clear error, not a state-dict traceback or a silent mix-up.
+    """
+    path = Path(stage_dir) / "metrics.json"
+    metrics = json.loads(path.read_text())
+    for key, value in expected.items():
+        if metrics.get(key) != value:
+            raise ValueError(f"{stage_dir} holds the output for {key} {metrics.get(key)!r}, not {value!r} "
+                             f"(see {path}): pass that stage's output for {value!r}")
+    return sha256_file(path)
 
 
 def provenance(config: dict, started: float, data_sha256: str | None, seed: int | None) -> dict:

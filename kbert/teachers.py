@@ -65,13 +65,29 @@ def _checkpoint_state(path: Path) -> dict[str, torch.Tensor]:
     raise FileNotFoundError(f"no model.safetensors or pytorch_model.bin in {path}")
 
 
+def _random_config(teacher: dict) -> KBertConfig:
+    vocab = tokenizer_for(teacher).vocab_size
+    return KBertConfig(vocab_size=vocab, max_position_embeddings=512, **teacher["random"])
+
+
+def teacher_architecture(teacher: dict) -> KBertConfig | None:
+    """The teacher's shapes without its weights and without the network; None for a hub
+    teacher not in the local cache (its students are then checked by the compress job)."""
+    if teacher["source"] == "random":
+        return _random_config(teacher)
+    location = packaged_path(teacher["name"]) if teacher["source"] == "packaged" else teacher["name"]
+    try:
+        return KBertConfig.from_bert_config(AutoConfig.from_pretrained(location, local_files_only=True))
+    except OSError:
+        return None
+
+
 def load_pretrained(teacher: dict, seed: int = 0) -> KBertModel:
     """The pre-trained (not fine-tuned) teacher encoder as a dense ``KBertModel``."""
     source = teacher["source"]
     if source == "random":
-        vocab = tokenizer_for(teacher).vocab_size
         torch.manual_seed(seed)
-        return KBertModel(KBertConfig(vocab_size=vocab, max_position_embeddings=512, **teacher["random"])).eval()
+        return KBertModel(_random_config(teacher)).eval()
     if source == "packaged":
         path = packaged_path(teacher["name"])
     elif source == "hub":

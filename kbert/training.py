@@ -2,6 +2,11 @@
 with each loss term, a checkpoint every epoch (and every ``checkpoint_every`` steps) that a
 killed job resumes from, and a hard stop on a NaN/inf loss.
 
+A checkpoint carries the fingerprint of what produced it (the recipe's inputs, the
+training settings, the parameter shapes); one that does not match, or does not load, is
+discarded with one line and the run starts fresh, so a resumed run never continues
+another run's weights.
+
 A recipe supplies ``batches(epoch)`` (deterministic for a given epoch, so a resumed run
 sees the same batches) and ``step_loss(batch) -> (loss, {term: value})``.
 """
@@ -10,7 +15,8 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+import sys
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -18,7 +24,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from kbert.provenance import atomic_path
+from kbert.provenance import atomic_path, sha256_json
 
 CHECKPOINT = "checkpoint.pt"
 
@@ -80,6 +86,28 @@ def _set_rng_state(state: dict) -> None:
     np.random.set_state(state["numpy"])
 
 
+def run_fingerprint(model: torch.nn.Module, settings: TrainSettings, inputs) -> str:
+    """What a checkpoint must match to be resumed: the recipe's ``inputs`` (its settings,
+    init model, data), the training settings and every parameter's name and shape."""
+    shapes = {name: list(p.shape) for name, p in model.state_dict().items()}
+    return sha256_json({"inputs": inputs, "settings": asdict(settings), "shapes": shapes})
+
+
+def _load_checkpoint(path: Path, fingerprint: str) -> dict | None:
+    """The checkpoint's state if it was made by this run, else None (said in one line)."""
+    if not path.exists():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:  # truncated, corrupt or not a checkpoint: training restarts anyway
+        print(f"discarding resume checkpoint {path}: unreadable ({type(err).__name__})", file=sys.stderr)
+        return None
+    if not isinstance(state, dict) or state.get("fingerprint") != fingerprint:
+        print(f"discarding resume checkpoint {path}: made with other settings", file=sys.stderr)
+        return None
+    return state
+
+
 def train(
     model: torch.nn.Module,
     batches: Callable[[int], Iterable[dict]],
@@ -87,11 +115,14 @@ def train(
     settings: TrainSettings,
     checkpoint_dir: str | os.PathLike,
     desc: str = "train",
+    inputs=None,
 ) -> list[dict]:
     """Train ``model`` in place; returns the per-step log ({step, epoch, loss, terms...}).
 
-    If ``checkpoint_dir/checkpoint.pt`` exists the run continues from it, giving the same
-    final weights as an uninterrupted run.
+    If ``checkpoint_dir/checkpoint.pt`` was made by the same run (``inputs``: anything
+    JSON-serialisable that identifies the recipe's settings, init model and data; see
+    ``run_fingerprint``) the run continues from it, giving the same final weights as an
+    uninterrupted run.
     """
     s = settings
     total = s.epochs * s.steps_per_epoch if s.max_steps is None else min(s.max_steps, s.epochs * s.steps_per_epoch)
@@ -101,8 +132,9 @@ def train(
     sched = _schedule(opt, total, int(s.warmup_ratio * total))
     ckpt_path = Path(checkpoint_dir) / CHECKPOINT
     step, log = 0, []
-    if ckpt_path.exists():
-        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    fingerprint = run_fingerprint(model, s, inputs)
+    state = _load_checkpoint(ckpt_path, fingerprint)
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
@@ -111,7 +143,7 @@ def train(
 
     def save() -> None:
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": step, "log": log, "rng": _rng_state()}
+                 "step": step, "log": log, "rng": _rng_state(), "fingerprint": fingerprint}
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
 

@@ -229,6 +229,30 @@ def test_random_teacher_heads_must_divide_hidden():
         load_config(cfg)
 
 
+def test_offline_with_hub_teacher_or_data_is_rejected_naming_model_and_key(monkeypatch):
+    monkeypatch.delenv("KBERT_HUB_DIR", raising=False)
+    cfg = raw("paper")
+    cfg["offline"] = True
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    message = str(err.value)
+    assert "config.teacher.source: 'hub' downloads the teacher 'bert-base-uncased'" in message
+    assert "set offline: false" in message
+    assert "config.data.source: 'hub'" in message
+    assert "config.general_kd.corpus: 'wikipedia'" in message
+    monkeypatch.setenv("KBERT_HUB_DIR", "/a/local/mirror")  # hub data from a mirror is fine offline
+    with pytest.raises(ConfigError) as err:
+        load_config(cfg)
+    assert "config.data.source" not in str(err.value) and "config.teacher.source" in str(err.value)
+
+
+def test_yaml_syntax_error_names_file_and_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("preset: smoke\ntasks: [mrpc\nstudents: {}\n")
+    with pytest.raises(ConfigError, match=rf"config: {path}, line 3, column 9: not valid YAML \(expected ','"):
+        load_config(path)
+
+
 def test_missing_preset_and_bad_file(tmp_path):
     cfg = {k: v for k, v in MINIMAL.items() if k != "preset"}
     with pytest.raises(ConfigError, match="'preset' is a required property"):

@@ -6,9 +6,9 @@ import torch
 from kbert.training import NonFiniteLoss, TrainSettings, train
 
 
-def _problem(seed=0):
+def _problem(seed=0, width=8):
     torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.Dropout(0.1), torch.nn.Linear(8, 1))
+    model = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Dropout(0.1), torch.nn.Linear(width, 1))
     g = torch.Generator().manual_seed(1)
     x = torch.randn(64, 4, generator=g)
     y = x.sum(-1, keepdim=True)
@@ -57,6 +57,52 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
     assert len(log) == 12
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
+
+
+def _interrupted(checkpoint_dir, settings=SETTINGS, inputs=None):
+    """Train until step 7 and die (the last checkpoint is at step 6)."""
+    model, batches, step_loss = _problem()
+    calls = {"n": 0}
+
+    def dying_loss(batch):
+        calls["n"] += 1
+        if calls["n"] > 7:
+            raise KeyboardInterrupt
+        return step_loss(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(model, batches, dying_loss, TrainSettings(**settings), checkpoint_dir, inputs=inputs)
+
+
+def _assert_same_weights(a, b):
+    for x, y in zip(a.state_dict().values(), b.state_dict().values()):
+        torch.testing.assert_close(x, y)
+
+
+@pytest.mark.parametrize("change", ["settings", "inputs", "shapes"])
+def test_checkpoint_of_other_settings_is_discarded(tmp_path, capsys, change):
+    """Killed at lr 1e-2, rerun at lr 5e-3 (or other recipe inputs, or other shapes): the
+    rerun trains every step from scratch instead of returning the old run's weights."""
+    _interrupted(tmp_path, inputs={"data": "a"})
+    settings = {**SETTINGS, "lr": 5e-3} if change == "settings" else SETTINGS
+    inputs = {"data": "b"} if change == "inputs" else {"data": "a"}
+    width = 16 if change == "shapes" else 8
+    straight, batches, step_loss = _problem(width=width)
+    train(straight, batches, step_loss, TrainSettings(**settings), tmp_path / "straight", inputs=inputs)
+    rerun, batches, step_loss = _problem(width=width)
+    capsys.readouterr()
+    log = train(rerun, batches, step_loss, TrainSettings(**settings), tmp_path, inputs=inputs)
+    assert len(log) == 12 and log[0]["step"] == 1
+    _assert_same_weights(straight, rerun)
+    err = capsys.readouterr().err
+    assert f"discarding resume checkpoint {tmp_path / 'checkpoint.pt'}: made with other settings" in err
+
+
+def test_unreadable_checkpoint_is_discarded(tmp_path, capsys):
+    (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    model, batches, step_loss = _problem()
+    assert len(train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path)) == 12
+    assert "discarding resume checkpoint" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_with_the_step_and_terms(tmp_path):

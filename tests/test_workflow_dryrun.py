@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kbert.config import load_config
+from kbert.config import config_hash, load_config
 
 REPO = Path(__file__).resolve().parent.parent
 SNAKEFILE = REPO / "workflow" / "Snakefile"
@@ -64,6 +64,12 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[name.strip()] = int(count)
     return counts
+
+
+def resolved_path(preset) -> str:
+    """Where a run of ``preset`` writes its resolved config (one file per config hash)."""
+    config = load_config(REPO / preset)
+    return f"{config['paths']['work']}/{config['preset']}/config.{config_hash(config)[:16]}.resolved.yaml"
 
 
 def shell_commands(output: str) -> list[str]:
@@ -115,8 +121,7 @@ def test_dry_run_job_counts(dry_runs, preset):
 def test_every_stage_goes_through_the_cli(dry_runs, preset):
     workdir, proc = dry_runs[preset]
     commands = shell_commands(proc.out)
-    name = yaml.safe_load((REPO / preset).read_text())["preset"]
-    resolved = f"work/{name}/config.resolved.yaml"
+    resolved = resolved_path(preset)
     for command in commands:
         assert command.startswith("python -m kbert.cli "), command
         assert f"--config {resolved} " in command, command
@@ -164,20 +169,49 @@ def test_commands_parse_with_the_cli(dry_runs, preset):
 
 
 def test_preset_replaces_the_default_config(dry_runs):
-    """--configfile config/paper.yaml is not merged into config/config.yaml."""
+    """--configfile config/paper.yaml is not merged into config/config.yaml: the jobs read
+    the resolved config whose hash is that of the preset alone."""
+    for preset, (_, proc) in dry_runs.items():
+        for command in shell_commands(proc.out):
+            assert f"--config {resolved_path(preset)} " in command, command
+
+
+def test_dry_run_writes_no_resolved_config(dry_runs):
+    """A dry run (or a call refused by the lock) must not write the file a running job reads."""
     for preset, (workdir, _) in dry_runs.items():
-        name = yaml.safe_load((REPO / preset).read_text())["preset"]
-        resolved = load_config(workdir / "work" / name / "config.resolved.yaml")
-        assert resolved == load_config(REPO / preset), preset
+        assert not list(workdir.glob("**/*resolved.yaml")), preset
 
 
-def test_resolved_config_is_not_rewritten(dry_runs):
-    workdir, _ = dry_runs["config/smoke.yaml"]
-    path = workdir / "work" / "smoke" / "config.resolved.yaml"
-    before = path.stat().st_mtime_ns
-    proc = run_workflow(workdir, "config/smoke.yaml")
+def test_two_configs_on_one_work_directory_read_their_own_file(dry_runs):
+    """Another config on the same work directory resolves to another file, so it never
+    changes what the first invocation's later jobs read."""
+    workdir, first = dry_runs["config/smoke.yaml"]
+    other = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    other["task_kd"]["lr"] = 5.0e-4
+    (workdir / "other.yaml").write_text(yaml.safe_dump(other))
+    second = run_workflow(workdir, workdir / "other.yaml")
+    assert second.returncode == 0, second.out[-2000:]
+    configs = [{re.search(r"--config (\S+)", c).group(1) for c in shell_commands(p.out)} for p in (first, second)]
+    assert configs[0] == {resolved_path("config/smoke.yaml")}
+    assert len(configs[1]) == 1 and configs[1] != configs[0]
+
+
+def test_paths_with_spaces_are_quoted(tmp_path):
+    """paths.work with a space: every path reaches the CLI as one argument, the log too."""
+    raw = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    raw["paths"]["work"] = "my work"
+    (tmp_path / "spaced.yaml").write_text(yaml.safe_dump(raw))
+    proc = run_workflow(tmp_path, tmp_path / "spaced.yaml")
     assert proc.returncode == 0, proc.out[-2000:]
-    assert path.stat().st_mtime_ns == before
+    parser = pytest.importorskip("kbert.cli").build_parser()
+    for command in shell_commands(proc.out):
+        argv = shlex.split(command)
+        assert argv[-3] == ">" and argv[-2].startswith("my work/smoke/logs/"), command
+        args = parser.parse_args(argv[3:-3])
+        if args.stage != "bench":
+            assert args.config.startswith("my work/smoke/config."), command
+        for value in (getattr(args, k, None) for k in ("out", "init", "teacher", "augmented")):
+            assert value is None or value.startswith(("my work/", "work/")), command
 
 
 def test_bad_config_fails_before_any_job(tmp_path):
@@ -246,3 +280,22 @@ def test_ladder_lists_every_rung_task_and_variant(tmp_path):
             for c in shell_commands(proc.out) if " task-kd " in c}
     ladder = load_config(REPO / "config" / "ladder.yaml")["ladder"]
     assert runs == {(s, "no_general_kd", t) for s in ladder["students"] for t in ladder["tasks"]}
+
+
+def test_impossible_students_fail_before_any_job(tmp_path):
+    """Shapes that do not divide the teacher's matrices, an embedding factor that does not
+    divide its hidden size, an unreachable target_compression: refused by `snakemake -n`."""
+    bad = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    bad["students"].update(
+        kron_4={"family": "kronecker", "target_compression": 400},
+        kron_explicit={"family": "kronecker", "attention_a_shape": [4, 4], "ffn_a_shape": [5, 2], "embedding_n": 8},
+        kron_embedding={"family": "kronecker", "attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 7},
+    )
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    proc = run_workflow(tmp_path / "run", path)
+    assert proc.returncode != 0
+    assert "config.students.kron_4: no shapes reach compression 400.0" in proc.out
+    assert "config.students.kron_explicit: ffn_a_shape [5, 2] does not divide the teacher's 64 x 32 matrices" in proc.out
+    assert "config.students.kron_embedding: embedding_n 7 does not divide the teacher's hidden size 32" in proc.out
+    assert "Job stats" not in proc.out and "Shell command" not in proc.out

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from test_workflow_dryrun import REPO, run_workflow
+from kbert.config import load_config
+from test_workflow_dryrun import REPO, resolved_path, run_workflow
 
 pytestmark = pytest.mark.slow
 
@@ -93,5 +94,22 @@ def test_equal_size_outputs(smoke_run):
 def test_second_run_has_nothing_to_do(smoke_run):
     workdir, _, _, _ = smoke_run
     proc = run_workflow(workdir, "config/smoke.yaml", targets=("all", "equal_size"), dryrun=True)
+    assert proc.returncode == 0, proc.out[-3000:]
+    assert "Nothing to be done" in proc.out
+
+
+def test_real_run_wrote_its_resolved_config(smoke_run):
+    """The run's jobs read the resolved config of the run's own hash."""
+    workdir, _, _, _ = smoke_run
+    assert load_config(workdir / resolved_path("config/smoke.yaml")) == load_config(REPO / "config" / "smoke.yaml")
+
+
+def test_unrelated_config_change_reruns_nothing(smoke_run):
+    """A new config hash (a new resolved file name) alone reruns no job."""
+    workdir, config, _, _ = smoke_run
+    other = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    other["resources"] = {**other.get("resources", {}), "runtime": 61}
+    (workdir / "other.yaml").write_text(yaml.safe_dump(other))
+    proc = run_workflow(workdir, workdir / "other.yaml", targets=("all", "equal_size"), dryrun=True)
     assert proc.returncode == 0, proc.out[-3000:]
     assert "Nothing to be done" in proc.out

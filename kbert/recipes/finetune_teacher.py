@@ -15,7 +15,7 @@ from kbert.config import settings
 from kbert.evaluate import data_settings, evaluate, train_features
 from kbert.stage_io import provenance, resume_dir, write_stage
 from kbert.tasks import get_task
-from kbert.teachers import load_pretrained, task_model_from_encoder, tokenizer_for
+from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
 
 
@@ -40,7 +40,9 @@ def run(config: dict, task: str, out_dir: str) -> dict:
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}")
+    data_sha256 = kdata.data_checksum(task, data_cfg["source"])
+    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "data": data_cfg, "data_sha256": data_sha256}
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}", inputs=inputs)
 
     metrics = {
         "task": task, "model": "teacher", "family": "teacher", "variant": "teacher", "augment": False,
@@ -48,7 +50,7 @@ def run(config: dict, task: str, out_dir: str) -> dict:
         "flops": count_flops(model.config, s["max_seq_length"]),
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
         "train_examples": len(features),
-        "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), s["seed"]),
+        "provenance": provenance(config, started, data_sha256, s["seed"]),
     }
     write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

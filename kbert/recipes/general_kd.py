@@ -20,8 +20,8 @@ from kbert.config import settings
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
 from kbert.provenance import sha256_json
-from kbert.stage_io import provenance, resume_dir, write_stage
-from kbert.teachers import load_pretrained, tokenizer_for
+from kbert.stage_io import provenance, resume_dir, stage_identity, write_stage
+from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
 
 
@@ -45,6 +45,7 @@ def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Da
 
 def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     started = time.time()
+    init_id = stage_identity(init_dir, student=student, stage="compress")
     s = settings(config, "general_kd", student=student)
     seed_everything(s["seed"])
     tokenizer = tokenizer_for(config["teacher"])
@@ -67,12 +68,15 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}")
+    data_sha256 = sha256_json(documents)
+    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "init": init_id,
+              "data_sha256": data_sha256}
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}", inputs=inputs)
 
     metrics = {
         "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
         "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
-        "provenance": provenance(config, started, sha256_json(documents), s["seed"]),
+        "provenance": provenance(config, started, data_sha256, s["seed"]),
     }
     write_stage(out_dir, metrics, model, tokenizer, log)
     return metrics

@@ -29,7 +29,8 @@ from kbert.config import settings
 from kbert.evaluate import data_settings, evaluate, model_inputs, train_features
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
-from kbert.stage_io import provenance, resume_dir, write_stage
+from kbert.provenance import sha256_file
+from kbert.stage_io import provenance, resume_dir, stage_identity, write_stage
 from kbert.tasks import get_task
 from kbert.teachers import task_model_from_encoder, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
@@ -69,6 +70,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     if (variant == "full_aug") != (augmented is not None):
         raise ValueError("variant full_aug needs --augmented FILE, and only it takes one")
     started = time.time()
+    init_id, teacher_id = stage_identity(init_dir, student=student), stage_identity(teacher_dir, task=task)
     spec = get_task(task)
     s = settings(config, "task_kd", task=task, student=student)
     data_cfg = data_settings(config, task)
@@ -98,7 +100,12 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=steps_per_epoch,
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     run_name = f"{student}/{variant}/{task}/seed{seed}"
-    log = train(model, batches, step_loss(weights), plan, resume_dir(out_dir), desc=f"task KD {run_name}")
+    data_sha256 = kdata.data_checksum(task, data_cfg["source"])
+    inputs = {"settings": s, "variant": variant, "seed": seed, "init": init_id,
+              "teacher": teacher_id, "data": data_cfg, "data_sha256": data_sha256,
+              "augmented": augmented and sha256_file(augmented)}
+    log = train(model, batches, step_loss(weights), plan, resume_dir(out_dir), desc=f"task KD {run_name}",
+                inputs=inputs)
     prediction = {k: weights[k] for k in ("logit", "supervised") if weights.get(k)}
     if s["prediction_epochs"] and variant != "no_task_kd":
         # TinyBERT's second phase: the prediction layer alone, once the intermediate terms
@@ -110,7 +117,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         phase_dir = resume_dir(out_dir) / "prediction"
         phase_dir.mkdir(exist_ok=True)
         log += train(model, lambda epoch: batches(s["epochs"] + epoch), step_loss(prediction), second, phase_dir,
-                     desc=f"task KD {run_name} (prediction layer)")
+                     desc=f"task KD {run_name} (prediction layer)", inputs={**inputs, "phase": "prediction"})
 
     dense_params = count_parameters(teacher.config)
     params = count_parameters(model.config)
@@ -123,7 +130,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
         "train_examples": len(features),
-        "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), seed),
+        "provenance": provenance(config, started, data_sha256, seed),
     }
     write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

@@ -5,7 +5,7 @@ rule augment:
     output:
         f"{WORK}/augment/{{task}}.parquet",
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         settings=fingerprint("augment"),
     log:
         f"{LOGS}/augment/{{task}}.log",
@@ -19,5 +19,5 @@ rule augment:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli augment --config {params.cfg} --threads {threads}"
-        " --task {wildcards.task} --out {output} > {log} 2>&1"
+        "python -m kbert.cli augment --config {params.cfg:q} --threads {threads}"
+        " --task {wildcards.task} --out {output:q} > {log:q} 2>&1"

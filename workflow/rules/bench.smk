@@ -12,7 +12,7 @@ rule bench_models:
             category="Efficiency",
         ),
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         settings=fingerprint("bench"),
     log:
         f"{LOGS}/bench_models.log",
@@ -27,7 +27,7 @@ rule bench_models:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli bench models --config {params.cfg} --out {output} > {log} 2>&1"
+        "python -m kbert.cli bench models --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule bench_layers:
@@ -38,7 +38,7 @@ rule bench_layers:
             category="Efficiency",
         ),
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         settings=fingerprint("bench"),
     log:
         f"{LOGS}/bench_layers.log",
@@ -53,4 +53,4 @@ rule bench_layers:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli bench layers --config {params.cfg} --out {output} > {log} 2>&1"
+        "python -m kbert.cli bench layers --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"

@@ -3,6 +3,7 @@
 
 import copy
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -33,6 +34,34 @@ except kconfig.ConfigError as err:
 config.clear()
 config.update(_resolved)
 
+
+def _impossible_students():
+    """Students the teacher cannot be compressed into (shapes that do not divide its
+    matrices, an unreachable target_compression): an error now, not in the compress job.
+    It needs torch and transformers (seconds to import), hence here and not in
+    kbert.config, and a passed check is remembered (per teacher, students and code)."""
+    code = (Path(workflow.basedir).parent / "kbert" / "compress.py").read_bytes()
+    key = kconfig.config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbert" / "students-ok"
+    if (cache / key).exists():
+        return []
+    from kbert.compress import student_errors
+    from kbert.teachers import teacher_architecture
+
+    teacher = teacher_architecture(config["teacher"])
+    errors = student_errors(teacher, config["students"]) if teacher is not None else []
+    if not errors and teacher is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        (cache / key).touch()
+    return errors
+
+
+_student_errors = _impossible_students()
+if _student_errors:
+    raise WorkflowError(
+        "invalid config:\n  " + "\n  ".join(_student_errors) + f"\n  (config files: {', '.join(_CONFIG_FILES)})"
+    )
+
 PRESET = config["preset"]
 WORK = f"{config['paths']['work']}/{PRESET}"
 RESULTS = config["paths"]["results"]
@@ -40,10 +69,17 @@ FIGURES = config["paths"]["figures"] or f"figures/{PRESET}"
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
 
-# Written at parse time, only when its content changes, so its mtime never retriggers
-# jobs; which jobs a config change reruns is decided by each rule's `params.settings`.
-RESOLVED = f"{WORK}/config.resolved.yaml"
-kconfig.write_resolved(config, RESOLVED)
+# One file per config hash, so that another invocation on this work directory (with
+# another config) never changes the file this one's jobs read. Written in `onstart`,
+# which runs for a real run once it holds the lock: never by a dry run or a refused
+# call. Which jobs a config change reruns is decided by each rule's `params.settings`,
+# not by this file's name (see `resolved_config`).
+RESOLVED = f"{WORK}/config.{kconfig.config_hash(config)[:16]}.resolved.yaml"
+
+
+onstart:
+    kconfig.write_resolved(config, RESOLVED)
+
 
 
 # ------------------------------------------------------------------ job environment
@@ -219,8 +255,15 @@ def task_kd_inputs(wildcards):
     return inputs
 
 
+def resolved_config(wildcards, output):
+    """A params function: the resolved config's path. Taking `output` makes Snakemake
+    count it as derived from the outputs, so that its name (a new hash for every config
+    change) is not a params rerun trigger."""
+    return RESOLVED
+
+
 def augmented_arg(wildcards, input):
-    return f"--augmented {input.augmented}" if "augmented" in input.keys() else ""
+    return f"--augmented {shlex.quote(input.augmented)}" if "augmented" in input.keys() else ""
 
 
 def parent_of(name):

@@ -6,7 +6,7 @@ rule compress:
         model=directory(f"{WORK}/students/{{student}}/init/model"),
         metrics=f"{WORK}/students/{{student}}/init/metrics.json",
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         out=parent_of("metrics"),
         settings=fingerprint("compress"),
     log:
@@ -21,5 +21,5 @@ rule compress:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli compress --config {params.cfg} --threads {threads}"
-        " --student {wildcards.student} --out {params.out} > {log} 2>&1"
+        "python -m kbert.cli compress --config {params.cfg:q} --threads {threads}"
+        " --student {wildcards.student} --out {params.out:q} > {log:q} 2>&1"

@@ -9,7 +9,7 @@ rule general_kd:
         model=directory(f"{WORK}/students/{{student}}/general/model"),
         metrics=f"{WORK}/students/{{student}}/general/metrics.json",
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         init=parent_of("init_metrics"),
         out=parent_of("metrics"),
         settings=fingerprint("general_kd"),
@@ -25,5 +25,5 @@ rule general_kd:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli general-kd --config {params.cfg} --threads {threads}"
-        " --student {wildcards.student} --init {params.init} --out {params.out} > {log} 2>&1"
+        "python -m kbert.cli general-kd --config {params.cfg:q} --threads {threads}"
+        " --student {wildcards.student} --init {params.init:q} --out {params.out:q} > {log:q} 2>&1"

@@ -13,7 +13,7 @@ rule ladder:
             category="Sanity ladder",
         ),
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
     log:
         f"{LOGS}/ladder.log",
     threads: RES["report"]["threads"]
@@ -24,5 +24,5 @@ rule ladder:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli ladder --config {params.cfg} --threads {threads}"
-        " --runs {input.runs} --out {output} > {log} 2>&1"
+        "python -m kbert.cli ladder --config {params.cfg:q} --threads {threads}"
+        " --runs {input.runs:q} --out {output:q} > {log:q} 2>&1"

@@ -12,7 +12,7 @@ rule aggregate:
         teacher=f"{RESULTS}/teacher.csv",
         ablation=f"{RESULTS}/ablation.csv",
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         out=parent_of("glue"),
     log:
         f"{LOGS}/aggregate.log",
@@ -24,8 +24,8 @@ rule aggregate:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli aggregate --config {params.cfg} --threads {threads}"
-        " --runs {input.runs} --out {params.out} > {log} 2>&1"
+        "python -m kbert.cli aggregate --config {params.cfg:q} --threads {threads}"
+        " --runs {input.runs:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule report:
@@ -47,7 +47,7 @@ rule report:
             category="Figures",
         ),
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         results=parent_of("efficiency"),
     log:
         f"{LOGS}/report.log",
@@ -59,8 +59,8 @@ rule report:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli report --config {params.cfg} --threads {threads}"
-        " --results {params.results} --figures {output.figures} > {log} 2>&1"
+        "python -m kbert.cli report --config {params.cfg:q} --threads {threads}"
+        " --results {params.results:q} --figures {output.figures:q} > {log:q} 2>&1"
 
 
 # The equal-size comparison (Kronecker vs low-rank vs dense at one parameter budget, over
@@ -78,7 +78,7 @@ rule equal_size:
             category="Equal size",
         ),
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
     log:
         f"{LOGS}/equal_size.log",
     threads: RES["report"]["threads"]
@@ -89,5 +89,5 @@ rule equal_size:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli equal-size --config {params.cfg} --threads {threads}"
-        " --runs {input.runs} --out {output} > {log} 2>&1"
+        "python -m kbert.cli equal-size --config {params.cfg:q} --threads {threads}"
+        " --runs {input.runs:q} --out {output:q} > {log:q} 2>&1"

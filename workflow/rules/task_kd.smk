@@ -13,7 +13,7 @@ rule task_kd:
         model=directory(f"{WORK}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}/model"),
         metrics=f"{WORK}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}/metrics.json",
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         init=parent_of("init_metrics"),
         teacher=parent_of("teacher_metrics"),
         augmented=augmented_arg,
@@ -31,8 +31,8 @@ rule task_kd:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli task-kd --config {params.cfg} --threads {threads}"
+        "python -m kbert.cli task-kd --config {params.cfg:q} --threads {threads}"
         " --task {wildcards.task} --student {wildcards.student}"
         " --variant {wildcards.variant} --seed {wildcards.seed}"
-        " --init {params.init} --teacher {params.teacher} {params.augmented}"
-        " --out {params.out} > {log} 2>&1"
+        " --init {params.init:q} --teacher {params.teacher:q} {params.augmented}"
+        " --out {params.out:q} > {log:q} 2>&1"

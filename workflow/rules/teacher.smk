@@ -6,7 +6,7 @@ rule finetune_teacher:
         model=directory(f"{WORK}/teacher/{{task}}/model"),
         metrics=f"{WORK}/teacher/{{task}}/metrics.json",
     params:
-        cfg=RESOLVED,
+        cfg=resolved_config,
         out=parent_of("metrics"),
         settings=fingerprint("finetune_teacher"),
     log:
@@ -21,5 +21,5 @@ rule finetune_teacher:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli finetune-teacher --config {params.cfg} --threads {threads}"
-        " --task {wildcards.task} --out {params.out} > {log} 2>&1"
+        "python -m kbert.cli finetune-teacher --config {params.cfg:q} --threads {threads}"
+        " --task {wildcards.task} --out {params.out:q} > {log:q} 2>&1"
