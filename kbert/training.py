@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kbert.device import Runtime
 from kbert.provenance import atomic_path
 
 CHECKPOINT = "checkpoint.pt"
@@ -71,13 +72,33 @@ def _schedule(opt, total: int, warmup: int):
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _backward_step(loss, model, opt, scaler, grad_clip: float) -> None:
+    """Backward pass, gradient clipping and optimizer step; with fp16's scaler when there is one."""
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)  # skips the step when the scaled gradients overflowed
+    scaler.update()
 
 
 def train(
@@ -87,13 +108,17 @@ def train(
     settings: TrainSettings,
     checkpoint_dir: str | os.PathLike,
     desc: str = "train",
+    runtime: Runtime | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; returns the per-step log ({step, epoch, loss, terms...}).
 
     If ``checkpoint_dir/checkpoint.pt`` exists the run continues from it, giving the same
-    final weights as an uninterrupted run.
+    final weights as an uninterrupted run. ``runtime`` (default: CPU, fp32) is where the
+    model already lives: each batch is moved there and ``step_loss`` runs under its autocast.
     """
     s = settings
+    runtime = runtime or Runtime()
+    scaler = runtime.grad_scaler()
     total = s.epochs * s.steps_per_epoch if s.max_steps is None else min(s.max_steps, s.epochs * s.steps_per_epoch)
     if total < 1:
         raise ValueError(f"{desc}: nothing to train on (0 steps: check the data and the epochs)")
@@ -124,17 +149,16 @@ def train(
                 continue  # already trained on before the interruption
             if step >= total:
                 break
-            loss, terms = step_loss(batch)
+            batch = runtime.to_device(batch)
+            with runtime.autocast():
+                loss, terms = step_loss(batch)
             if not torch.isfinite(loss):
                 shapes = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
                 raise NonFiniteLoss(
                     f"{desc}: non-finite loss {float(loss)} at step {step} (epoch {epoch}, batch {i}); "
                     f"terms {terms}; batch {shapes}. Lower the learning rate or check the inputs."
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-            opt.step()
+            _backward_step(loss, model, opt, scaler, s.grad_clip)
             sched.step()
             step += 1
             log.append({"step": step, "epoch": epoch, "loss": loss.item(), **terms})

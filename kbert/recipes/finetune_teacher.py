@@ -12,6 +12,7 @@ import time
 from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
+from kbert.device import runtime
 from kbert.evaluate import data_settings, evaluate, train_features
 from kbert.stage_io import provenance, resume_dir, write_stage
 from kbert.tasks import get_task
@@ -25,9 +26,11 @@ def run(config: dict, task: str, out_dir: str) -> dict:
     s = settings(config, "teacher.finetune", task=task)
     data_cfg = data_settings(config, task)
     seed_everything(s["seed"])
+    rt = runtime(config)
 
     tokenizer = tokenizer_for(config["teacher"])
     model = task_model_from_encoder(load_pretrained(config["teacher"], s["seed"]), spec.kind, spec.num_labels, s["seed"])
+    model.to(rt.device)
     features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"])
 
     def batches(epoch):
@@ -40,13 +43,13 @@ def run(config: dict, task: str, out_dir: str) -> dict:
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}")
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}", runtime=rt)
 
     metrics = {
         "task": task, "model": "teacher", "family": "teacher", "variant": "teacher", "augment": False,
         "seed": s["seed"], "params": count_parameters(model.config), "compression_factor": 1.0,
         "flops": count_flops(model.config, s["max_seq_length"]),
-        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
+        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), s["seed"]),
     }

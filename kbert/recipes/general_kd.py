@@ -17,6 +17,7 @@ from datasets import Dataset
 
 from kbert import data as kdata
 from kbert.config import settings
+from kbert.device import runtime
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
 from kbert.provenance import sha256_json
@@ -47,9 +48,10 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     started = time.time()
     s = settings(config, "general_kd", student=student)
     seed_everything(s["seed"])
+    rt = runtime(config)
     tokenizer = tokenizer_for(config["teacher"])
-    teacher = load_pretrained(config["teacher"], s["seed"]).eval()
-    model = KBertModel.from_pretrained(Path(init_dir) / "model")
+    teacher = load_pretrained(config["teacher"], s["seed"]).eval().to(rt.device)
+    model = KBertModel.from_pretrained(Path(init_dir) / "model").to(rt.device)
 
     source = config["data"]["source"]
     documents = [doc for name in s["corpus"] for doc in kdata.load_corpus(name, source=source, fraction=s["corpus_fraction"])]
@@ -60,14 +62,14 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
                              pad_token_id=tokenizer.pad_token_id)
 
     def step_loss(batch):
-        with torch.no_grad():
+        with torch.inference_mode():  # the teacher is a fixed target: no autograd bookkeeping at all
             t_out = teacher(**batch)
         return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"],
                                  projection=getattr(model, "fit_dense", None))
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}")
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}", runtime=rt)
 
     metrics = {
         "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
