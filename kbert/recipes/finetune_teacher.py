@@ -12,7 +12,7 @@ import time
 from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
-from kbert.device import runtime
+from kbert.device import check_batch_size, runtime
 from kbert.evaluate import data_settings, evaluate, train_features
 from kbert.stage_io import provenance, resume_dir, write_stage
 from kbert.tasks import get_task
@@ -27,6 +27,7 @@ def run(config: dict, task: str, out_dir: str) -> dict:
     data_cfg = data_settings(config, task)
     seed_everything(s["seed"])
     rt = runtime(config)
+    check_batch_size(s["batch_size"], rt, f"teacher.finetune ({task})")
 
     tokenizer = tokenizer_for(config["teacher"])
     model = task_model_from_encoder(load_pretrained(config["teacher"], s["seed"]), spec.kind, spec.num_labels, s["seed"])
@@ -53,5 +54,6 @@ def run(config: dict, task: str, out_dir: str) -> dict:
         "train_examples": len(features),
         "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), s["seed"]),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log, config)
+    if rt.is_main:  # one writer when data-parallel
+        write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

@@ -17,7 +17,7 @@ from datasets import Dataset
 
 from kbert import data as kdata
 from kbert.config import settings
-from kbert.device import runtime
+from kbert.device import check_batch_size, runtime
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
 from kbert.provenance import sha256_json
@@ -49,6 +49,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     s = settings(config, "general_kd", student=student)
     seed_everything(s["seed"])
     rt = runtime(config)
+    check_batch_size(s["batch_size"], rt, "general_kd")
     tokenizer = tokenizer_for(config["teacher"])
     teacher = load_pretrained(config["teacher"], s["seed"]).eval().to(rt.device)
     model = KBertModel.from_pretrained(Path(init_dir) / "model").to(rt.device)
@@ -76,5 +77,6 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
         "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
         "provenance": provenance(config, started, sha256_json(documents), s["seed"]),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log)
+    if rt.is_main:  # one writer when data-parallel
+        write_stage(out_dir, metrics, model, tokenizer, log)
     return metrics

@@ -26,7 +26,7 @@ from datasets import Dataset
 from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
-from kbert.device import runtime
+from kbert.device import check_batch_size, runtime
 from kbert.evaluate import data_settings, evaluate, model_inputs, train_features
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
@@ -75,6 +75,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     data_cfg = data_settings(config, task)
     seed_everything(seed)
     rt = runtime(config)
+    check_batch_size(s["batch_size"], rt, f"task_kd ({task}, {student})")
 
     tokenizer = tokenizer_for(config["teacher"])
     teacher = TASK_MODELS[spec.kind].from_pretrained(Path(teacher_dir) / "model").eval()
@@ -127,5 +128,6 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "train_examples": len(features),
         "provenance": provenance(config, started, kdata.data_checksum(task, data_cfg["source"]), seed),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log, config)
+    if rt.is_main:  # one writer when data-parallel
+        write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

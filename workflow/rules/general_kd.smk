@@ -25,5 +25,5 @@ rule general_kd:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli general-kd --config {params.cfg} --threads {threads}"
+        launcher("general_kd") + " -m kbert.cli general-kd --config {params.cfg} --threads {threads}"
         " --student {wildcards.student} --init {params.init} --out {params.out} > {log} 2>&1"
