@@ -87,7 +87,7 @@ def _set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _backward_step(loss, model, opt, scaler, grad_clip: float, runtime: Runtime | None = None, share: float = 1.0) -> None:
+def backward_step(loss, model, opt, scaler, grad_clip: float, runtime: Runtime | None = None, share: float = 1.0) -> None:
     """Backward pass, gradient averaging over data-parallel processes (``share``: this process's
     part of the batch), clipping and optimizer step; with fp16's scaler when there is one."""
     runtime = runtime or Runtime()
@@ -173,7 +173,7 @@ def train(
                     f"{desc}: non-finite loss {value} at step {step} (epoch {epoch}, batch {i}); "
                     f"terms {terms}; batch {shapes}. Lower the learning rate or check the inputs."
                 )
-            _backward_step(loss, model, opt, scaler, s.grad_clip, runtime, share)
+            backward_step(loss, model, opt, scaler, s.grad_clip, runtime, share)
             sched.step()
             step += 1
             log.append({"step": step, "epoch": epoch, "loss": value, **terms})

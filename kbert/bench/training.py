@@ -37,7 +37,7 @@ from kbert.device import Runtime, resolve_device, resolve_precision
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel
 from kbert.provenance import REPO_ROOT
-from kbert.training import _backward_step
+from kbert.training import backward_step
 
 STAGES = ("teacher_finetune", "general_kd", "task_kd")
 EXTRA_COLUMNS = ["stage", "model", "precision", "device", "steps_per_s", "env"]
@@ -72,7 +72,7 @@ def _step(stage: str, student: torch.nn.Module, teacher: torch.nn.Module | None,
                 else:
                     loss, _ = distillation_loss(student(**batch), t_out, batch["attention_mask"], ALL_TERMS,
                                                 "classification")
-        _backward_step(loss, student, optimizer, scaler, 1.0)
+        backward_step(loss, student, optimizer, scaler, 1.0)
         if runtime.device.type == "cuda":
             torch.cuda.synchronize()
 
