@@ -31,7 +31,19 @@ def _load(args) -> dict:
     from kbert.training import set_threads
 
     set_threads(args.threads or config["resources"]["threads"])
+    if hasattr(args, "device"):  # a training stage
+        _runtime_flags(config, args)
     return config
+
+
+def _runtime_flags(config: dict, args) -> None:
+    """--device/--precision override the config; a value this machine cannot run fails here, before any work."""
+    from kbert.device import runtime
+
+    for key in ("device", "precision"):
+        if getattr(args, key):
+            config[key] = getattr(args, key)
+    runtime(config)
 
 
 def cmd_data(args, config=None) -> None:
@@ -123,6 +135,10 @@ def cmd_bench(args, config=None) -> None:
     bench_main(args.rest)
 
 
+#: Stages that train a model: they take --device and --precision.
+TRAINING_STAGES = ("finetune-teacher", "general-kd", "task-kd")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m kbert.cli", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True)
@@ -133,6 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
         if config:
             p.add_argument("--config", required=True, help="config YAML (validated before anything runs)")
             p.add_argument("--threads", type=int, default=None, help="torch threads (default: resources.threads)")
+        if name in TRAINING_STAGES:
+            p.add_argument("--device", default=None, help="auto | cpu | cuda | cuda:N (default: the config's device)")
+            p.add_argument("--precision", default=None, choices=["fp32", "bf16", "fp16", "auto"],
+                           help="forward-pass precision (default: the config's precision)")
         p.set_defaults(func=func)
         return p
 

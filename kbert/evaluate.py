@@ -11,6 +11,7 @@ import torch
 from datasets import Dataset
 
 from kbert import data as kdata
+from kbert.device import Runtime, model_device
 from kbert.metrics import compute_metrics, key_score
 from kbert.tasks import get_task
 
@@ -86,26 +87,31 @@ def model_inputs(batch: dict) -> dict:
     return {k: batch[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
 
 
-@torch.no_grad()
-def _predict_glue(model, encoded: Dataset, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _forward(model, batch: dict, runtime: Runtime):
+    """The model's outputs for one batch: inputs on the runtime's device, under its autocast."""
+    with torch.inference_mode(), runtime.autocast():
+        return model(**runtime.to_device(model_inputs(batch)))
+
+
+def _predict_glue(model, encoded: Dataset, batch_size: int, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
     preds, labels = [], []
     for batch in kdata.batches(encoded, batch_size, shuffle=False):
-        logits = model(**model_inputs(batch)).logits
+        logits = _forward(model, batch, runtime).logits.float().cpu()
         preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
         labels.append(batch["labels"])
     return torch.cat(preds).numpy(), torch.cat(labels).numpy()
 
 
-@torch.no_grad()
-def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, batch_size: int, version_2: bool, doc_stride: int):
+def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, batch_size: int, version_2: bool,
+                   doc_stride: int, runtime: Runtime):
     features = kdata.prepare_squad_eval(examples, tokenizer, max_seq_length, doc_stride)
     starts, ends = [], []
     for batch in kdata.batches(features, batch_size, shuffle=False):  # unshuffled: rows line up with features
-        out = model(**model_inputs(batch))
+        out = _forward(model, batch, runtime)
         width = batch["input_ids"].shape[1]
         pad = max_seq_length - width  # pad logits back to a common width for post-processing
-        starts.append(torch.nn.functional.pad(out.start_logits, (0, pad), value=-1e4))
-        ends.append(torch.nn.functional.pad(out.end_logits, (0, pad), value=-1e4))
+        starts.append(torch.nn.functional.pad(out.start_logits.float().cpu(), (0, pad), value=-1e4))
+        ends.append(torch.nn.functional.pad(out.end_logits.float().cpu(), (0, pad), value=-1e4))
     start_logits, end_logits = torch.cat(starts).numpy(), torch.cat(ends).numpy()
     # Best (for v2: best non-null) span and its null odds; the v2 metric applies the null
     # threshold itself and also reports the best threshold (HF run_qa semantics).
@@ -116,8 +122,10 @@ def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, bat
 
 
 def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = 128,
-             batch_size: int = 64) -> list[dict]:
-    """Metrics of ``model`` on every eval split of ``task``."""
+             batch_size: int = 64, runtime: Runtime | None = None) -> list[dict]:
+    """Metrics of ``model`` on every eval split of ``task``, on the model's device and in
+    ``runtime``'s precision (default fp32)."""
+    runtime = runtime or Runtime(model_device(model))
     spec = get_task(task)
     model.eval()
     results = []
@@ -125,11 +133,12 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
         rows = eval_rows(task, split, data_cfg)
         if spec.kind == "span":
             predictions, references, null_odds = _predict_squad(
-                model, rows, tokenizer, max_seq_length, batch_size, spec.version_2_with_negative, doc_stride
+                model, rows, tokenizer, max_seq_length, batch_size, spec.version_2_with_negative, doc_stride, runtime
             )
             metrics = compute_metrics(task, predictions, references, null_odds=null_odds, null_threshold=0.0)
         else:
-            predictions, labels = _predict_glue(model, kdata.encode(rows, task, tokenizer, max_seq_length), batch_size)
+            predictions, labels = _predict_glue(model, kdata.encode(rows, task, tokenizer, max_seq_length), batch_size,
+                                                runtime)
             metrics = compute_metrics(task, predictions, labels)
         results.append({
             "eval_split": split,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import torch
 
+from kbert.device import autocast_dtype
+
 Shape = tuple[int, int]
 
 
@@ -585,8 +587,8 @@ def _mid(M: torch.Tensor, X: torch.Tensor, bias: torch.Tensor | None = None, col
     bias = None if bias is None else bias.contiguous()
     fn = _kernel("kbert_mid", M, X, bias)
     if fn is not None:
-        Y = torch.empty(N, p, L, dtype=X.dtype)
-        cs = torch.empty(q * L, dtype=X.dtype) if colsum else None
+        Y = torch.empty(N, p, L, dtype=X.dtype, device=X.device)
+        cs = torch.empty(q * L, dtype=X.dtype, device=X.device) if colsum else None
         fn(_ptr(M), _ptr(X), _ptr(bias), _ptr(Y), _ptr(cs), N, p, q, L, torch.get_num_threads())
         return (Y, cs) if colsum else Y
     if q <= 2:  # expansion: broadcast multiply-adds beat a batched GEMM with K <= 2
@@ -619,7 +621,7 @@ def _rows_to_planar(X: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     if fn is None:
         return torch.mm(b, X.T)
     b = b.contiguous()
-    P = torch.empty(k, R, dtype=X.dtype)
+    P = torch.empty(k, R, dtype=X.dtype, device=X.device)
     fn(_ptr(X), _ptr(b), _ptr(P), R, n, k, torch.get_num_threads())
     return P
 
@@ -632,8 +634,8 @@ def _planar_to_rows(G: torch.Tensor, b: torch.Tensor, X: torch.Tensor, want_gx: 
     if fn is None:
         return (torch.mm(G.T, b) if want_gx else None), (G @ X if want_gb else None)
     b = b.contiguous()
-    gx = torch.empty(R, n, dtype=G.dtype) if want_gx else None
-    gb = torch.empty(k, n, dtype=G.dtype) if want_gb else None
+    gx = torch.empty(R, n, dtype=G.dtype, device=G.device) if want_gx else None
+    gb = torch.empty(k, n, dtype=G.dtype, device=G.device) if want_gb else None
     fn(_ptr(G), _ptr(b), _ptr(X), _ptr(gx), _ptr(gb), R, k, n, torch.get_num_threads())
     return gx, gb
 
@@ -650,7 +652,7 @@ def _interleave(P: torch.Tensor, bias: torch.Tensor | None = None, heads: tuple[
     bias = None if bias is None else bias.contiguous()
     fn = _kernel("kbert_interleave", P, bias)
     if fn is not None:
-        Y = torch.empty(N, m, k, dtype=P.dtype) if heads is None else torch.empty(N // seq, H, seq, m * k // H, dtype=P.dtype)
+        Y = torch.empty(N, m, k, dtype=P.dtype, device=P.device) if heads is None else torch.empty(N // seq, H, seq, m * k // H, dtype=P.dtype, device=P.device)
         Y = Y if out is None else out
         fn(_ptr(P), _ptr(bias), _ptr(Y), N, m, k, seq, H, torch.get_num_threads())
         return Y
@@ -681,8 +683,8 @@ def _deinterleave(Y: torch.Tensor, colsum: bool = False, k: int | None = None, h
     fn = _kernel("kbert_deinterleave", Y)
     if fn is not None:
         Y = Y.contiguous()
-        P = torch.empty(k, N, m, dtype=Y.dtype) if out is None else out
-        cs = (torch.empty(m * k, dtype=Y.dtype) if colsum_out is None else colsum_out) if colsum else None
+        P = torch.empty(k, N, m, dtype=Y.dtype, device=Y.device) if out is None else out
+        cs = (torch.empty(m * k, dtype=Y.dtype, device=Y.device) if colsum_out is None else colsum_out) if colsum else None
         fn(_ptr(Y), _ptr(P), _ptr(cs), N, m, k, seq, H, torch.get_num_threads())
         return (P, cs) if colsum else P
     if heads:
@@ -710,7 +712,7 @@ def attention_scores(q: torch.Tensor, k: torch.Tensor, mask: torch.Tensor, heads
     if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (q, k, mask)):
         return None
     q, k, mask = q.contiguous(), k.contiguous(), mask.contiguous()
-    S = torch.empty(BH, T, T, dtype=q.dtype)
+    S = torch.empty(BH, T, T, dtype=q.dtype, device=q.device)
     _native_lib().kbert_scores_f32(_ptr(q), _ptr(k), _ptr(mask), _ptr(S), float(alpha), BH, heads, T, dh,
                                    mask.shape[2], torch.get_num_threads())
     return S
@@ -729,7 +731,7 @@ def attention_context(probs: torch.Tensor, v: torch.Tensor, heads: int) -> torch
     if any(t.dtype != torch.float32 or t.device.type != "cpu" for t in (probs, v)):
         return None
     probs, v = probs.contiguous(), v.contiguous()
-    C = torch.empty(BH // heads, T, heads * dh, dtype=v.dtype)
+    C = torch.empty(BH // heads, T, heads * dh, dtype=v.dtype, device=v.device)
     _native_lib().kbert_context_f32(_ptr(probs), _ptr(v), _ptr(C), BH, heads, T, dh, torch.get_num_threads())
     return C
 
@@ -752,10 +754,10 @@ def _planar2(x, a, b, bias, heads=None, want_zp=False, out=None, zp_out=None):
     At, b = a.T.contiguous(), b.contiguous()
     bias = None if bias is None else bias.contiguous()
     if out is None:
-        out = torch.empty(N, m1 * 2, dtype=x.dtype) if heads is None else torch.empty(N // seq, H, seq, 2 * m1 // H, dtype=x.dtype)
+        out = torch.empty(N, m1 * 2, dtype=x.dtype, device=x.device) if heads is None else torch.empty(N // seq, H, seq, 2 * m1 // H, dtype=x.dtype, device=x.device)
     Zp = None
     if want_zp:
-        Zp = torch.empty(2, N * n1, dtype=x.dtype) if zp_out is None else zp_out
+        Zp = torch.empty(2, N * n1, dtype=x.dtype, device=x.device) if zp_out is None else zp_out
     _native_lib().kbert_planar2_f32(_ptr(x), _ptr(b), _ptr(At), _ptr(bias), _ptr(out), _ptr(Zp),
                                     N, m1, n1, n2, seq, H, torch.get_num_threads())
     return out, Zp
@@ -771,14 +773,14 @@ def _aplanar2(x, a, b, bias, want_zp=False):
     if _native_lib() is None or any(t.dtype != torch.float32 or t.device.type != "cpu" for t in tensors):
         return None
     At = a.T.contiguous()
-    Bt = torch.zeros(2, 16, dtype=x.dtype)
+    Bt = torch.zeros(2, 16, dtype=x.dtype, device=x.device)
     Bt[:, :m2] = b.detach().T
     padded = None
     if bias is not None:
-        padded = torch.zeros(m1 * m2 + 16, dtype=x.dtype)
+        padded = torch.zeros(m1 * m2 + 16, dtype=x.dtype, device=x.device)
         padded[: m1 * m2] = bias.detach()
-    Y = torch.empty(N, m1 * m2, dtype=x.dtype)
-    Zp = torch.empty(2, N * m1, dtype=x.dtype) if want_zp else None
+    Y = torch.empty(N, m1 * m2, dtype=x.dtype, device=x.device)
+    Zp = torch.empty(2, N * m1, dtype=x.dtype, device=x.device) if want_zp else None
     _native_lib().kbert_aplanar2_f32(_ptr(x), _ptr(Bt), _ptr(At), _ptr(padded), _ptr(Y), _ptr(Zp), N, m1, n1, m2,
                                      torch.get_num_threads())
     return Y, Zp
@@ -921,21 +923,21 @@ class _KronHeadsFn(torch.autograd.Function):
         (m1, n1), (m2, n2) = As[0].shape, Bs[0].shape
         N = x.shape[0]
         Bcat = torch.cat(Bs)  # (S*m2, n2)
-        out = torch.empty(S, N // seq, heads, seq, m1 * m2 // heads, dtype=x.dtype)
+        out = torch.empty(S, N // seq, heads, seq, m1 * m2 // heads, dtype=x.dtype, device=x.device)
         want_zp = any(ctx.needs_input_grad)
-        Zp = torch.empty(S, m2, N * n1, dtype=x.dtype) if want_zp else None
+        Zp = torch.empty(S, m2, N * n1, dtype=x.dtype, device=x.device) if want_zp else None
         fused = _planar2(x, As[0], Bs[0], biases[0], (heads, seq), want_zp, out[0], None if Zp is None else Zp[0])
         if fused is not None:  # one C pass per layer
             for s in range(1, S):
                 _planar2(x, As[s], Bs[s], biases[s], (heads, seq), want_zp, out[s], None if Zp is None else Zp[s])
         else:
             Zp = _rows_to_planar(x.view(N * n1, n2), Bcat).view(S, m2, N * n1)  # B of every layer, one pass
-            Yp = torch.empty(S, m2, N, m1, dtype=x.dtype)
+            Yp = torch.empty(S, m2, N, m1, dtype=x.dtype, device=x.device)
             for s in range(S):
                 torch.mm(Zp[s].view(m2 * N, n1), As[s].T, out=Yp[s].view(m2 * N, m1))
                 _interleave(Yp[s], biases[s], heads=(heads, seq), out=out[s])
         if Zp is None:
-            Zp = torch.empty(0, dtype=x.dtype)
+            Zp = torch.empty(0, dtype=x.dtype, device=x.device)
         ctx.heads, ctx.seq, ctx.S = heads, seq, S
         ctx.has_bias = [b is not None for b in biases]
         ctx.save_for_backward(x, Bcat, Zp, *As)
@@ -948,8 +950,8 @@ class _KronHeadsFn(torch.autograd.Function):
         S, need = ctx.S, ctx.needs_input_grad
         (m1, n1), n2 = As[0].shape, Bcat.shape[1]
         m2, N = Bcat.shape[0] // S, x.shape[0]
-        gYp = torch.empty(S, m2, N, m1, dtype=g.dtype)
-        gbias = torch.empty(S, m1 * m2, dtype=g.dtype)
+        gYp = torch.empty(S, m2, N, m1, dtype=g.dtype, device=g.device)
+        gbias = torch.empty(S, m1 * m2, dtype=g.dtype, device=g.device)
         grads = [None] * (3 * S)
         need_x = need[0]
         need_b = any(need[3 + 3 * s + 1] for s in range(S))
@@ -961,7 +963,7 @@ class _KronHeadsFn(torch.autograd.Function):
                 grads[3 * s + 2] = gbias[s]
         gx = None
         if need_x or need_b:
-            gZp = torch.empty(S, m2 * N, n1, dtype=g.dtype)
+            gZp = torch.empty(S, m2 * N, n1, dtype=g.dtype, device=g.device)
             for s in range(S):
                 torch.mm(gYp[s].view(m2 * N, m1), As[s], out=gZp[s])
             gx, gB = _planar_to_rows(gZp.view(S * m2, N * n1), Bcat, x.view(N * n1, n2), need_x, need_b)
@@ -970,6 +972,27 @@ class _KronHeadsFn(torch.autograd.Function):
                 if need[3 + 3 * s + 1]:
                     grads[3 * s + 1] = gB[s * m2:(s + 1) * m2].unsqueeze(0)
         return (gx, None, None, *grads)
+
+
+# ---- autocast ------------------------------------------------------------------------
+#
+# Autocast does not look inside a custom autograd Function, and the passes above need one
+# dtype for input, factors and bias. Under autocast the layer therefore casts its operands
+# to the autocast dtype once, outside the Function (the casts are differentiable, so the
+# gradients still reach the fp32 parameters), and runs the Function with autocast off. In
+# bf16 the C kernels (float32/float64 only) step aside and the same layouts run as torch
+# ops, whose matrix products use the CPU's bf16 instructions (or the GPU's tensor cores).
+
+
+@contextlib.contextmanager
+def _autocast_operands(x: torch.Tensor, params: list):
+    """Yield (x, params) cast to the autocast dtype with autocast off; unchanged without autocast."""
+    low = autocast_dtype(x)
+    if low is None:
+        yield x, params
+        return
+    with torch.autocast(x.device.type, enabled=False):
+        yield x.to(low), [None if p is None else p.to(low) for p in params]
 
 
 def kron_heads(x: torch.Tensor, layers: list, num_heads: int) -> torch.Tensor | None:
@@ -992,7 +1015,7 @@ def kron_heads(x: torch.Tensor, layers: list, num_heads: int) -> torch.Tensor | 
             return None
         if layer.plan != "b_planar" or PLAN_ORDER["b_planar"] != layer.order:
             return None
-        if layer.A.dtype != x.dtype or layer.B.dtype != x.dtype:
+        if autocast_dtype(x) is None and (layer.A.dtype != x.dtype or layer.B.dtype != x.dtype):
             return None
     if first.out_features % num_heads or x.shape[-1] != first.in_features:
         return None
@@ -1002,7 +1025,8 @@ def kron_heads(x: torch.Tensor, layers: list, num_heads: int) -> torch.Tensor | 
     params = []
     for layer in layers:
         params += [layer.A, layer.B, layer.bias]
-    return _KronHeadsFn.apply(x.reshape(nb * seq, -1).contiguous(), num_heads, seq, *params)
+    with _autocast_operands(x, params) as (x, params):
+        return _KronHeadsFn.apply(x.reshape(nb * seq, -1).contiguous(), num_heads, seq, *params)
 
 
 def _generic_matmul(x: torch.Tensor, A: torch.Tensor, B: torch.Tensor, order: str) -> torch.Tensor:
@@ -1053,12 +1077,13 @@ def kron_linear(
     if plan != "generic" and r != 1:
         raise ValueError(f"plan {plan!r} handles one Kronecker sum; this layer has {r}: use 'generic'")
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, n1 * n2)
-    if plan == "generic" or x2.shape[0] == 0:
-        y = _generic_matmul(x2, A, B, order)
-        y = y if bias is None else y + bias
-    else:
-        y = _KronLinearFn.apply(x2.contiguous(), A, B, bias, plan)
+    with _autocast_operands(x, [A, B, bias]) as (x, (A, B, bias)):
+        x2 = x.reshape(-1, n1 * n2)
+        if plan == "generic" or x2.shape[0] == 0:
+            y = _generic_matmul(x2, A, B, order)
+            y = y if bias is None else y + bias
+        else:
+            y = _KronLinearFn.apply(x2.contiguous(), A, B, bias, plan)
     return y.reshape(*lead, m1 * m2)
 
 

@@ -28,8 +28,9 @@ TERMS = ("embedding", "attention", "hidden", "logit", "supervised")
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean squared error over the positions where ``mask`` is 1.
 
-    student, teacher: (B, T, d); mask: (B, T).
+    student, teacher: (B, T, d); mask: (B, T). Computed in fp32 (the inputs may be bf16 under autocast).
     """
+    student, teacher = student.float(), teacher.float()
     m = mask.to(student.dtype).unsqueeze(-1)
     return ((student - teacher) ** 2 * m).sum() / (m.sum() * student.shape[-1]).clamp_min(1)
 
@@ -39,7 +40,9 @@ def attention_score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torc
 
     student, teacher: (B, H, T, T), already carrying the additive mask on padded keys;
     mask: (B, T). Padded entries are dropped, so the -1e38 mask values never enter the loss.
+    Computed in fp32.
     """
+    student, teacher = student.float(), teacher.float()
     if student.shape != teacher.shape:
         raise ValueError(f"attention scores of shape {tuple(student.shape)} (student) vs {tuple(teacher.shape)} "
                          "(teacher): scores are distilled head to head, so the head counts must match")
@@ -49,7 +52,8 @@ def attention_score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torc
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """TinyBERT's prediction loss: CE(softmax(z_t / t), softmax(z_s / t)), mean over the batch."""
+    """TinyBERT's prediction loss: CE(softmax(z_t / t), softmax(z_s / t)), mean over the batch; in fp32."""
+    student_logits, teacher_logits = student_logits.float(), teacher_logits.float()
     targets = F.softmax(teacher_logits / temperature, dim=-1)
     return -(targets * F.log_softmax(student_logits / temperature, dim=-1)).sum(-1).mean()
 
@@ -59,7 +63,9 @@ def logit_loss(student, teacher, kind: str, temperature: float = 1.0) -> torch.T
     if kind == "classification":
         return soft_cross_entropy(student.logits, teacher.logits, temperature)
     if kind == "regression":
-        return F.mse_loss(student.logits, teacher.logits)
+        # Not F.mse_loss: it saves the target for backward, and the teacher's logits are
+        # inference-mode tensors (kbert/recipes run the teacher under torch.inference_mode).
+        return ((student.logits.float() - teacher.logits.float()) ** 2).mean()
     if kind == "span":
         return (
             soft_cross_entropy(student.start_logits, teacher.start_logits, temperature)

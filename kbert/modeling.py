@@ -37,6 +37,7 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
+from kbert.device import autocast_dtype
 from kbert.fastkron import attention_context, attention_scores, kron_heads
 from kbert.kronecker import KroneckerEmbedding, KroneckerLinear
 from kbert.lowrank import LowRankEmbedding, LowRankLinear
@@ -206,7 +207,7 @@ class KBertSelfAttention(nn.Module):
         if scores is None:
             mask = additive_mask.expand(B, H, additive_mask.shape[-2], T).reshape(B * H, -1, T)
             scores = torch.baddbmm(mask, q, k.transpose(1, 2), alpha=alpha)  # (B*H, T, T)
-        probs = self.dropout(F.softmax(scores, dim=-1))
+        probs = self.dropout(F.softmax(scores, dim=-1, dtype=torch.float32))  # fp32 even under autocast
         context = attention_context(probs, v, H)
         if context is None:
             context = torch.bmm(probs, v).view(B, H, T, self.head_dim).transpose(1, 2).reshape(B, T, d)
@@ -364,8 +365,10 @@ class KBertModel(KBertPreTrainedModel):
             token_type_ids = torch.zeros_like(input_ids)
         h = self.embeddings(input_ids, token_type_ids)
         # Additive key mask, broadcast over heads and queries: (B, 1, 1, T). A large finite
-        # negative (not -inf) keeps fully masked rows finite.
-        additive = (1.0 - attention_mask[:, None, None, :].to(h.dtype)) * torch.finfo(h.dtype).min
+        # negative (not -inf) keeps fully masked rows finite; under autocast the scores are
+        # computed in its dtype, where fp32's most negative value would round to -inf.
+        dtype = autocast_dtype(h) or h.dtype
+        additive = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
         hidden_states, scores = [h], []
         for layer in self.encoder.layer:
             h, s = layer(h, additive)
@@ -396,9 +399,9 @@ class KBertForSequenceClassification(KBertPreTrainedModel):
         loss = None
         if labels is not None:
             if self.num_labels == 1:
-                loss = F.mse_loss(logits.squeeze(-1), labels.to(logits.dtype))
+                loss = F.mse_loss(logits.squeeze(-1).float(), labels.float())  # losses in fp32 under autocast
             else:
-                loss = F.cross_entropy(logits, labels)
+                loss = F.cross_entropy(logits.float(), labels)
         return KBertTaskOutput(loss=loss, logits=logits, hidden_states=out.hidden_states, attention_scores=out.attention_scores)
 
 
@@ -417,7 +420,8 @@ class KBertForQuestionAnswering(KBertPreTrainedModel):
         start_logits, end_logits = self.qa_outputs(out.last_hidden_state).unbind(-1)  # (B, T) each
         loss = None
         if start_positions is not None and end_positions is not None:
-            loss = (F.cross_entropy(start_logits, start_positions) + F.cross_entropy(end_logits, end_positions)) / 2
+            loss = (F.cross_entropy(start_logits.float(), start_positions)
+                    + F.cross_entropy(end_logits.float(), end_positions)) / 2
         return KBertTaskOutput(
             loss=loss, start_logits=start_logits, end_logits=end_logits,
             hidden_states=out.hidden_states, attention_scores=out.attention_scores,

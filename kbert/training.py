@@ -13,6 +13,7 @@ sees the same batches) and ``step_loss(batch) -> (loss, {term: value})``.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -24,6 +25,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from kbert.device import Runtime
 from kbert.provenance import atomic_path, sha256_json
 
 CHECKPOINT = "checkpoint.pt"
@@ -77,13 +79,37 @@ def _schedule(opt, total: int, warmup: int):
 
 
 def _rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}
+    if torch.cuda.is_available():  # dropout on a GPU draws from the CUDA generators
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
 
 def _set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     random.setstate(state["python"])
     np.random.set_state(state["numpy"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def backward_step(loss, model, opt, scaler, grad_clip: float, runtime: Runtime | None = None, share: float = 1.0) -> None:
+    """Backward pass, gradient averaging over data-parallel processes (``share``: this process's
+    part of the batch), clipping and optimizer step; with fp16's scaler when there is one."""
+    runtime = runtime or Runtime()
+    opt.zero_grad(set_to_none=True)
+    if scaler is None:
+        loss.backward()
+        runtime.average_gradients(model, share)
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        return
+    scaler.scale(loss).backward()
+    runtime.average_gradients(model, share)  # an overflow anywhere then reaches every process: all skip the step
+    scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)  # skips the step when the scaled gradients overflowed
+    scaler.update()
 
 
 def run_fingerprint(model: torch.nn.Module, settings: TrainSettings, inputs) -> str:
@@ -116,15 +142,19 @@ def train(
     checkpoint_dir: str | os.PathLike,
     desc: str = "train",
     inputs=None,
+    runtime: Runtime | None = None,
 ) -> list[dict]:
     """Train ``model`` in place; returns the per-step log ({step, epoch, loss, terms...}).
 
     If ``checkpoint_dir/checkpoint.pt`` was made by the same run (``inputs``: anything
     JSON-serialisable that identifies the recipe's settings, init model and data; see
     ``run_fingerprint``) the run continues from it, giving the same final weights as an
-    uninterrupted run.
+    uninterrupted run. ``runtime`` (default: CPU, fp32) is where the model already lives:
+    each batch is moved there and ``step_loss`` runs under its autocast.
     """
     s = settings
+    runtime = runtime or Runtime()
+    scaler = runtime.grad_scaler()
     total = s.epochs * s.steps_per_epoch if s.max_steps is None else min(s.max_steps, s.epochs * s.steps_per_epoch)
     if total < 1:
         raise ValueError(f"{desc}: nothing to train on (0 steps: check the data and the epochs)")
@@ -139,16 +169,23 @@ def train(
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         step, log = state["step"], state["log"]
-        _set_rng_state(state["rng"])
+        _set_rng_state(state["rng"] if runtime.world == 1 else state["rng_per_rank"][runtime.rank])
 
     def save() -> None:
+        rng = runtime.gather(_rng_state())  # every process's generators, so each resumes its own stream
+        if not runtime.is_main:  # one writer; the others wait at the barrier
+            runtime.barrier()
+            return
         state = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-                 "step": step, "log": log, "rng": _rng_state(), "fingerprint": fingerprint}
+                 "step": step, "log": log, "rng": rng[0], "fingerprint": fingerprint}
+        if runtime.world > 1:
+            state["rng_per_rank"] = rng
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
+        runtime.barrier()
 
     model.train()
-    bar = tqdm(total=total, initial=step, desc=desc, dynamic_ncols=True, mininterval=2.0)
+    bar = tqdm(total=total, initial=step, desc=desc, dynamic_ncols=True, mininterval=2.0, disable=not runtime.is_main)
     start_epoch, skip = divmod(step, s.steps_per_epoch)
     for epoch in range(start_epoch, s.epochs):
         for i, batch in enumerate(batches(epoch)):
@@ -156,20 +193,22 @@ def train(
                 continue  # already trained on before the interruption
             if step >= total:
                 break
-            loss, terms = step_loss(batch)
-            if not torch.isfinite(loss):
+            batch, share = runtime.shard(runtime.to_device(batch))
+            with runtime.autocast():
+                loss, terms = step_loss(batch)
+            # The global batch's values (one process: this one's), so every process stops together.
+            value = runtime.mean_over_processes(loss.item(), share)
+            terms = {k: runtime.mean_over_processes(v, share) for k, v in terms.items()}
+            if not math.isfinite(value):
                 shapes = {k: tuple(v.shape) for k, v in batch.items() if hasattr(v, "shape")}
                 raise NonFiniteLoss(
-                    f"{desc}: non-finite loss {float(loss)} at step {step} (epoch {epoch}, batch {i}); "
+                    f"{desc}: non-finite loss {value} at step {step} (epoch {epoch}, batch {i}); "
                     f"terms {terms}; batch {shapes}. Lower the learning rate or check the inputs."
                 )
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-            opt.step()
+            backward_step(loss, model, opt, scaler, s.grad_clip, runtime, share)
             sched.step()
             step += 1
-            log.append({"step": step, "epoch": epoch, "loss": loss.item(), **terms})
+            log.append({"step": step, "epoch": epoch, "loss": value, **terms})
             bar.update(1)
             bar.set_postfix({k: f"{v:.3g}" for k, v in log[-1].items() if k not in ("step", "epoch")}, refresh=False)
             if step % s.checkpoint_every == 0:

@@ -93,3 +93,29 @@ def test_config_sets_defaults(monkeypatch):
     assert config_defaults(["--config", "x.yaml", "--quick"], "bench_models") == {
         "seq_len": 64, "batch": 8, "repeats": 3, "warmup": 1, "threads": 1}
     assert config_defaults(["--quick"], "bench_models") == {}
+
+
+def test_training_quick_times_every_stage_in_both_precisions(tmp_path, monkeypatch):
+    import kbert.device
+    from kbert.bench import training
+
+    monkeypatch.setattr(kbert.device, "cpu_has_bf16", lambda: True)  # emulated where the CPU lacks it: same code path
+    out = tmp_path / "efficiency.csv"
+    training.main(["--quick", "--threads", "1", "--device", "cpu", "--out", str(out)])
+    frame = pd.read_csv(out)
+    assert set(frame.benchmark) == {"training"}
+    expected = {("teacher_finetune", "teacher")} | {(s, m) for s in ("general_kd", "task_kd") for m in ("kron_a", "kron_b")}
+    assert set(zip(frame.stage, frame.model)) == expected
+    assert (frame.groupby(["stage", "model"]).precision.apply(sorted) == pd.Series([["bf16", "fp32"]] * 5).values).all()
+    _numeric(frame, ["params", "latency_ms_median", "steps_per_s", "speedup"])
+    assert (frame[frame.precision == "fp32"].speedup == 1.0).all()
+
+
+def test_training_bench_refuses_a_precision_the_machine_lacks(tmp_path, monkeypatch):
+    import kbert.device
+    from kbert.bench import training
+
+    monkeypatch.setattr(kbert.device, "cpu_has_bf16", lambda: False)
+    with pytest.raises(ValueError, match="precision 'bf16': cpu has no native bf16"):
+        training.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "e.csv")])
+    assert not (tmp_path / "e.csv").exists()

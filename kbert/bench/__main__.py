@@ -1,4 +1,4 @@
-"""``python -m kbert.bench layers|models|augment [args]``: dispatch to one benchmark."""
+"""``python -m kbert.bench layers|models|augment|training [args]``: dispatch to one benchmark."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ COMMANDS = {
     "layers": "kbert.bench.layers",
     "models": "kbert.bench.models",
     "augment": "kbert.bench.augment",
+    "training": "kbert.bench.training",
+    "training": "kbert.bench.training",
 }
 
 

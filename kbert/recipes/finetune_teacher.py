@@ -12,6 +12,7 @@ import time
 from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
+from kbert.device import check_batch_size, runtime
 from kbert.evaluate import data_settings, evaluate, train_features
 from kbert.stage_io import provenance, resume_dir, write_stage
 from kbert.tasks import get_task
@@ -25,9 +26,12 @@ def run(config: dict, task: str, out_dir: str) -> dict:
     s = settings(config, "teacher.finetune", task=task)
     data_cfg = data_settings(config, task)
     seed_everything(s["seed"])
+    rt = runtime(config)
+    check_batch_size(s["batch_size"], rt, f"teacher.finetune ({task})")
 
     tokenizer = tokenizer_for(config["teacher"])
     model = task_model_from_encoder(load_pretrained(config["teacher"], s["seed"]), spec.kind, spec.num_labels, s["seed"])
+    model.to(rt.device)
     features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"])
 
     def batches(epoch):
@@ -42,15 +46,17 @@ def run(config: dict, task: str, out_dir: str) -> dict:
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     data_sha256 = kdata.data_checksum(task, data_cfg["source"])
     inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "data": data_cfg, "data_sha256": data_sha256}
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}", inputs=inputs)
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}",
+                inputs=inputs, runtime=rt)
 
     metrics = {
         "task": task, "model": "teacher", "family": "teacher", "variant": "teacher", "augment": False,
         "seed": s["seed"], "params": count_parameters(model.config), "compression_factor": 1.0,
         "flops": count_flops(model.config, s["max_seq_length"]),
-        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
+        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "provenance": provenance(config, started, data_sha256, s["seed"]),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log, config)
+    if rt.is_main:  # one writer when data-parallel
+        write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

@@ -17,6 +17,7 @@ from datasets import Dataset
 
 from kbert import data as kdata
 from kbert.config import settings
+from kbert.device import check_batch_size, runtime
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
 from kbert.provenance import sha256_json
@@ -48,9 +49,11 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     init_id = stage_identity(init_dir, student=student, stage="compress")
     s = settings(config, "general_kd", student=student)
     seed_everything(s["seed"])
+    rt = runtime(config)
+    check_batch_size(s["batch_size"], rt, "general_kd")
     tokenizer = tokenizer_for(config["teacher"])
-    teacher = load_pretrained(config["teacher"], s["seed"]).eval()
-    model = KBertModel.from_pretrained(Path(init_dir) / "model")
+    teacher = load_pretrained(config["teacher"], s["seed"]).eval().to(rt.device)
+    model = KBertModel.from_pretrained(Path(init_dir) / "model").to(rt.device)
 
     source = config["data"]["source"]
     documents = [doc for name in s["corpus"] for doc in kdata.load_corpus(name, source=source, fraction=s["corpus_fraction"])]
@@ -61,7 +64,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
                              pad_token_id=tokenizer.pad_token_id)
 
     def step_loss(batch):
-        with torch.no_grad():
+        with torch.inference_mode():  # the teacher is a fixed target: no autograd bookkeeping at all
             t_out = teacher(**batch)
         return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"],
                                  projection=getattr(model, "fit_dense", None))
@@ -71,12 +74,14 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
     data_sha256 = sha256_json(documents)
     inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "init": init_id,
               "data_sha256": data_sha256}
-    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}", inputs=inputs)
+    log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}",
+                inputs=inputs, runtime=rt)
 
     metrics = {
         "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
         "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
         "provenance": provenance(config, started, data_sha256, s["seed"]),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log)
+    if rt.is_main:  # one writer when data-parallel
+        write_stage(out_dir, metrics, model, tokenizer, log)
     return metrics

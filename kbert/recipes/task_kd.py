@@ -26,6 +26,7 @@ from datasets import Dataset
 from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
+from kbert.device import check_batch_size, runtime
 from kbert.evaluate import data_settings, evaluate, model_inputs, train_features
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
@@ -75,11 +76,14 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     s = settings(config, "task_kd", task=task, student=student)
     data_cfg = data_settings(config, task)
     seed_everything(seed)
+    rt = runtime(config)
+    check_batch_size(s["batch_size"], rt, f"task_kd ({task}, {student})")
 
     tokenizer = tokenizer_for(config["teacher"])
     teacher = TASK_MODELS[spec.kind].from_pretrained(Path(teacher_dir) / "model").eval()
     encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
-    model = student_task_model(encoder, teacher, spec.kind, spec.num_labels)
+    model = student_task_model(encoder, teacher, spec.kind, spec.num_labels).to(rt.device)
+    teacher.to(rt.device)
     features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], augmented_rows(augmented))
     weights = {"supervised": 1.0} if variant == "no_task_kd" else s["losses"]
 
@@ -89,7 +93,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
 
     def step_loss(terms):
         def compute(batch):
-            with torch.no_grad():
+            with torch.inference_mode():  # the teacher is a fixed target: no autograd bookkeeping at all
                 t_out = teacher(**model_inputs(batch))
             s_out = model(**batch)
             return distillation_loss(s_out, t_out, batch["attention_mask"], terms, spec.kind, s["temperature"],
@@ -105,7 +109,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
               "teacher": teacher_id, "data": data_cfg, "data_sha256": data_sha256,
               "augmented": augmented and sha256_file(augmented)}
     log = train(model, batches, step_loss(weights), plan, resume_dir(out_dir), desc=f"task KD {run_name}",
-                inputs=inputs)
+                inputs=inputs, runtime=rt)
     prediction = {k: weights[k] for k in ("logit", "supervised") if weights.get(k)}
     if s["prediction_epochs"] and variant != "no_task_kd":
         # TinyBERT's second phase: the prediction layer alone, once the intermediate terms
@@ -117,7 +121,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         phase_dir = resume_dir(out_dir) / "prediction"
         phase_dir.mkdir(exist_ok=True)
         log += train(model, lambda epoch: batches(s["epochs"] + epoch), step_loss(prediction), second, phase_dir,
-                     desc=f"task KD {run_name} (prediction layer)", inputs={**inputs, "phase": "prediction"})
+                     desc=f"task KD {run_name} (prediction layer)",
+                     inputs={**inputs, "phase": "prediction"}, runtime=rt)
 
     dense_params = count_parameters(teacher.config)
     params = count_parameters(model.config)
@@ -128,9 +133,10 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "flops": count_flops(model.config, s["max_seq_length"]),
         "kronecker": model.config.kronecker, "low_rank": model.config.low_rank,
         "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
-        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"]),
+        "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "provenance": provenance(config, started, data_sha256, seed),
     }
-    write_stage(out_dir, metrics, model, tokenizer, log, config)
+    if rt.is_main:  # one writer when data-parallel
+        write_stage(out_dir, metrics, model, tokenizer, log, config)
     return metrics

@@ -266,6 +266,13 @@ def augmented_arg(wildcards, input):
     return f"--augmented {shlex.quote(input.augmented)}" if "augmented" in input.keys() else ""
 
 
+def launcher(rule):
+    """How a training job starts: `python`, or `torchrun` with one process per GPU when the
+    rule gets several (`resources.gpu` > 1; data parallelism inside the job, kbert/device.py)."""
+    gpus = RES[rule]["gpu"]
+    return "python" if gpus <= 1 else f"torchrun --standalone --nproc_per_node {gpus}"
+
+
 def parent_of(name):
     """A params function: the directory holding input or output file `name`."""
 

@@ -25,5 +25,5 @@ rule general_kd:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli general-kd --config {params.cfg:q} --threads {threads}"
+        launcher("general_kd") + " -m kbert.cli general-kd --config {params.cfg:q} --threads {threads}"
         " --student {wildcards.student} --init {params.init:q} --out {params.out:q} > {log:q} 2>&1"

@@ -31,7 +31,7 @@ rule task_kd:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli task-kd --config {params.cfg:q} --threads {threads}"
+        launcher("task_kd") + " -m kbert.cli task-kd --config {params.cfg:q} --threads {threads}"
         " --task {wildcards.task} --student {wildcards.student}"
         " --variant {wildcards.variant} --seed {wildcards.seed}"
         " --init {params.init:q} --teacher {params.teacher:q} {params.augmented}"

@@ -21,5 +21,5 @@ rule finetune_teacher:
     conda:
         "../../environment.yml"
     shell:
-        "python -m kbert.cli finetune-teacher --config {params.cfg:q} --threads {threads}"
+        launcher("finetune_teacher") + " -m kbert.cli finetune-teacher --config {params.cfg:q} --threads {threads}"
         " --task {wildcards.task} --out {params.out:q} > {log:q} 2>&1"
