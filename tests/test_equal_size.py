@@ -176,13 +176,15 @@ def test_majority_class_scores_on_the_bundled_data():
     config = load_config("config/config.yaml")
     majority = majority_lookup(majority_frame(config, ["sst2", "cola", "mrpc", "mnli", "stsb",
                                                        "squad_v1", "squad_v2"]))
-    assert majority["sst2", "validation", "score"] == pytest.approx(0.504)
+    # Whole dev splits (SST-2 872 sentences, MNLI 506 / 1,000 pairs; the reference run's
+    # 500-example caps gave 0.504, 0.378 and 0.326).
+    assert majority["sst2", "validation", "score"] == pytest.approx(0.5092, abs=5e-4)
     assert majority["cola", "validation", "cola_mcc"] == 0.0  # a constant has MCC 0
     # MRPC: always "equivalent": the score is the mean of F1 and accuracy.
     assert majority["mrpc", "validation", "score"] == pytest.approx(0.748, abs=5e-4)
     assert majority["mrpc", "validation", "mrpc_f1"] > majority["mrpc", "validation", "score"]
-    assert majority["mnli", "validation_matched", "score"] == pytest.approx(0.378)
-    assert majority["mnli", "validation_mismatched", "score"] == pytest.approx(0.326)
+    assert majority["mnli", "validation_matched", "score"] == pytest.approx(0.3755, abs=5e-4)
+    assert majority["mnli", "validation_mismatched", "score"] == pytest.approx(0.346)
     assert majority["stsb", "validation", "score"] != majority["stsb", "validation", "score"]  # NaN: no correlation
     assert majority["squad_v1", "validation", "squad_v1_f1"] == 0.0  # every question has an answer
     # SQuAD v2.0: "no answer" scores the share of unanswerable questions (47.7 in the reference run).
