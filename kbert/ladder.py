@@ -105,7 +105,7 @@ def table(frame: pd.DataFrame, labels: dict) -> report.Table:
 
 def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
     panels = list(frame.groupby(["task", "variant"], sort=True))
-    fig, axes = report.grid(len(panels))
+    fig, axes = report.grid(len(panels), width=4.2)
     for ax, ((task, variant), group) in zip(axes, panels):
         for family, rows in group.groupby("family", sort=False):
             ax.plot(rows["compression_factor"], 100 * rows["score"], marker=FAMILY_MARKERS.get(family, "o"),
@@ -115,7 +115,9 @@ def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
         if not pd.isna(first["majority"]):
             ax.axhline(100 * first["majority"], color="grey", linestyle=":", linewidth=1, label="Majority class")
         ax.set_xscale("log")
-        ax.xaxis.set_major_formatter(report.PLAIN)
+        rungs = sorted(group["compression_factor"].unique())
+        ax.set_xticks(rungs, [f"{cf:.1f}" for cf in rungs], minor=False)
+        ax.xaxis.set_minor_locator(plt.NullLocator())   # the rungs are the only ticks worth reading
         ax.set_xlabel("compression factor (log)", fontsize=7)
         ax.set_ylabel("dev score", fontsize=7)
         ax.set_title(f"{equal_size.task_label(task)} ({variant})", fontsize=9)
@@ -123,7 +125,7 @@ def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Same task KD for every rung; compression factor 1 is the lossless student (B 1x1)."
-    return report.save_figure(fig, out_dir, "ladder", caption, legend_width=0.18)
+    return report.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
