@@ -133,7 +133,7 @@ def test_defaults_are_filled():
     assert config["ablation_tasks"] == [] and config["ablation_students"] is None
     assert config["task_kd"]["losses"] == {"embedding": 1.0, "attention": 1.0, "hidden": 1.0,
                                            "logit": 1.0, "supervised": 1.0}
-    assert config["general_kd"]["losses"]["nsp"] == 1.0
+    assert config["general_kd"]["losses"]["nsp"] == 0.0   # not implemented: off by default, refused when on
     assert config["data"] == {"source": "bundled", "max_train_examples": None, "max_eval_examples": None,
                               "unavailable": [], "per_task": {}}
     assert config["paths"] == {"work": "work", "results": "results", "figures": None}
@@ -361,3 +361,14 @@ def test_write_resolved_only_when_changed(tmp_path, default):
     assert write_resolved(changed, path) is True
     assert load_config(path)["seeds"] == [3]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]   # no temp files left
+
+
+def test_mlm_and_nsp_weights_are_refused_not_ignored(default):
+    """The MLM/NSP terms of general KD are not implemented: a weight on would be ignored."""
+    bad = copy.deepcopy(default)
+    bad["general_kd"]["losses"]["nsp"] = 1.0
+    bad["general_kd"]["per_student"] = {"kroneckerbert_8": {"losses": {"mlm": 0.5}}}
+    with pytest.raises(ConfigError) as err:
+        load_config(bad)
+    assert "config.general_kd.losses.nsp: 1.0 would be ignored" in str(err.value)
+    assert "config.general_kd.per_student.kroneckerbert_8.losses.mlm: 0.5 would be ignored" in str(err.value)
