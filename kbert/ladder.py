@@ -63,7 +63,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
             "task": r["task"], "model": r["model"], "family": r["family"], "variant": r["variant"],
             "params": r["params"], "compression_factor": r["compression_factor"],
             "init_error": errors.get(r["model"], math.nan),
-            "score": r["score_mean"], "score_sd": r["score_sd"], "n": r["n"],
+            "score": r["score_mean"], "score_sd": r["score_sd"], "n": r["n"], "n_examples": r["n_examples"],
             "teacher": teacher, "majority": majority,
             "retention_pct": report.retention_pct(r["score_mean"], teacher),
             "margin_retention": margin_retention(r["score_mean"], teacher, majority),
@@ -74,7 +74,8 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
 
 
 def _score_cell(row: pd.Series) -> str:
-    mark = " (at majority)" if row["at_majority"] else ""
+    below = not pd.isna(row["majority"]) and row["score"] < row["majority"] - NEAR_MAJORITY
+    mark = " (at majority)" if row["at_majority"] else " (below majority)" if below else ""
     return f"{100 * row['score']:.1f} ({row['retention_pct']:.0f}%){mark}"
 
 
@@ -89,13 +90,14 @@ def table(frame: pd.DataFrame, labels: dict) -> report.Table:
                  report.MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
                 for _, r in group.iterrows()]
         blocks.append((f"{equal_size.task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
-                       f"majority class {majority}", header, rows))
+                       f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
     notes = [
-        "Score x100 on the task's whole dev split (MNLI: matched), the task's key score (MRPC: mean of F1 "
-        "and accuracy); mean over seeds.",
+        "Score x100 on the task's dev split (MNLI: matched; the heading gives its size), the task's key score "
+        "(MRPC: mean of F1 and accuracy); mean over seeds.",
         "% of teacher = student / fine-tuned teacher. Margin retention = (student - majority) / "
         f"(teacher - majority); '–' where the teacher beats the majority by less than {100 * MIN_TEACHER_MARGIN:.0f} points.",
-        f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label.",
+        f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label; "
+        "'(below majority)': more than that below it.",
         "Init error: mean relative Frobenius error of the factorised matrices at the SVD init "
         "(0 for the lossless student, whose Kronecker factors B are 1x1).",
         "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",

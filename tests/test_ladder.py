@@ -43,3 +43,13 @@ def test_ladder_table_from_runs(tmp_path):
     assert "(at majority)" in table and "Kronecker_2.6" in table
     assert (tmp_path / "out" / "ladder.png").exists()
     assert pd.read_csv(tmp_path / "out" / "ladder.csv").shape[0] == 2
+
+
+def test_a_rung_below_the_majority_class_is_marked(tmp_path):
+    config = load_config("config/ladder.yaml")
+    runs = tmp_path / "runs"
+    _record(runs / "teacher", "teacher", "teacher", 0.85, 1.0, 22_000_000, variant="teacher")
+    _record(runs / "kron", "kroneckerbert_8", "kronecker", 0.70, 7.5, 3_000_000)
+    write([runs], tmp_path / "out", config)
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert "70.0 (82%) (below majority)" in table and "408 dev examples" in table
