@@ -86,7 +86,7 @@ def cmd_compress(args, config) -> None:
 def cmd_general_kd(args, config) -> None:
     from kbert.recipes import general_kd
 
-    general_kd.run(config, args.student, args.init, args.out)
+    general_kd.run(config, args.student, args.init, args.out, epochs=args.epochs)
 
 
 def cmd_augment(args, config) -> None:
@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student", required=True)
     p.add_argument("--init", required=True, help="output dir of the compress stage")
     p.add_argument("--out", required=True)
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train this many whole epochs (the ladder's dose-response), from --init that may be "
+                        "an earlier general-KD output; default: the config's epochs and max_steps")
 
     p = stage("augment", cmd_augment, "TinyBERT data augmentation of one task's training rows")
     p.add_argument("--task", required=True)

@@ -26,6 +26,7 @@ import difflib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -43,6 +44,10 @@ SHAPE_KEYS = ("attention_a_shape", "ffn_a_shape", "embedding_n", "rank")
 DENSE_KEYS = ("hidden_size", "num_hidden_layers", "intermediate_size")
 #: Rules whose resources come from ``resources`` (light rules get 1 thread, no GPU).
 LIGHT_RULES = ("aggregate", "report")
+#: Task-KD variants (Table 6): the whole pipeline, with augmentation, without general KD,
+#: without task KD. The ladder's dose-response adds ``full_<k>ep`` (see ``dose_variant``).
+VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
+DOSE_VARIANT = re.compile(r"full_(\d+)ep")
 
 
 class ConfigError(ValueError):
@@ -190,9 +195,10 @@ def check_listed(config: dict, section: str, students: dict, errors: list[str]) 
     for i, name in enumerate(config[section]["tasks"]):
         if name in TASKS and name not in config["tasks"]:
             errors.append(f"config.{section}.tasks[{i}]: {name!r} is not in config.tasks {config['tasks']}")
-    for i, name in enumerate(config[section]["students"]):
-        if name not in students:
-            errors.append(f"config.{section}.students[{i}]: unknown student {name!r}; students: {sorted(students)}")
+    for key in ("students", "dose_students"):
+        for i, name in enumerate(config[section].get(key, [])):
+            if name not in students:
+                errors.append(f"config.{section}.{key}[{i}]: unknown student {name!r}; students: {sorted(students)}")
 
 
 def _semantic_errors(config: dict) -> list[str]:
@@ -256,6 +262,9 @@ def _semantic_errors(config: dict) -> list[str]:
     check_tasks(config["equal_size"]["tasks"], "config.equal_size.tasks")
     check_task_keys(config["equal_size"]["per_task_seeds"], "config.equal_size.per_task_seeds")
     check_tasks(config["ladder"]["tasks"], "config.ladder.tasks")
+    dose = config["ladder"]["general_kd_epochs"]
+    if dose != sorted(dose):
+        errors.append(f"config.ladder.general_kd_epochs: {dose} must be ascending (each point continues the previous)")
     for section in ("equal_size", "ladder"):
         check_listed(config, section, students, errors)
     section = config["general_kd"]
@@ -378,6 +387,26 @@ def is_glue(task: str) -> bool:
     from kbert.tasks import GLUE_TASKS
 
     return task in GLUE_TASKS
+
+
+def dose_variant(epochs: int) -> str:
+    """The task-KD variant of the ladder's dose-response point after ``epochs`` general-KD
+    epochs: ``full_3ep`` runs like ``full`` from the student distilled for 3 epochs."""
+    return f"full_{epochs}ep"
+
+
+def general_kd_epochs_of(variant: str) -> int | None:
+    """Nominal general-KD epochs of a variant: 0 for ``no_general_kd``, k for ``full_<k>ep``,
+    None for the others (the config's general_kd budget)."""
+    if variant == "no_general_kd":
+        return 0
+    match = DOSE_VARIANT.fullmatch(variant)
+    return int(match.group(1)) if match else None
+
+
+def check_variant(variant: str) -> None:
+    if variant not in VARIANTS and not DOSE_VARIANT.fullmatch(variant):
+        raise ValueError(f"unknown variant {variant!r}; variants: {list(VARIANTS)} or full_<k>ep (dose-response)")
 
 
 def config_hash(config: dict) -> str:

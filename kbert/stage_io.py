@@ -23,6 +23,11 @@ def resume_dir(out_dir: str | Path) -> Path:
     return path
 
 
+def stage_metrics(stage_dir: str | Path) -> dict:
+    """The metrics.json of a stage's output directory."""
+    return json.loads((Path(stage_dir) / "metrics.json").read_text())
+
+
 def stage_identity(stage_dir: str | Path, **expected) -> str:
     """Which run of an input stage (init student, fine-tuned teacher) a job starts from:
     the hash of its metrics.json, which every run of that stage rewrites.
@@ -31,7 +36,7 @@ def stage_identity(stage_dir: str | Path, **expected) -> str:
     another model is a clear error, not a state-dict traceback or a silent mix-up.
     """
     path = Path(stage_dir) / "metrics.json"
-    metrics = json.loads(path.read_text())
+    metrics = stage_metrics(stage_dir)
     for key, value in expected.items():
         if metrics.get(key) != value:
             raise ValueError(f"{stage_dir} holds the output for {key} {metrics.get(key)!r}, not {value!r} "

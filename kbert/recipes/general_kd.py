@@ -21,7 +21,7 @@ from kbert.device import check_batch_size, runtime
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
 from kbert.provenance import sha256_json
-from kbert.stage_io import provenance, resume_dir, stage_identity, write_stage
+from kbert.stage_io import provenance, resume_dir, stage_identity, stage_metrics, write_stage
 from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
 
@@ -44,10 +44,23 @@ def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Da
     })
 
 
-def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
+def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | None = None) -> dict:
+    """General KD of ``student`` from ``init_dir`` (its compress output) into ``out_dir``.
+
+    ``epochs`` (the ladder's dose-response): that many whole epochs instead of the
+    config's ``epochs``/``max_steps``, from ``init_dir`` that may also be an earlier
+    general-KD output, so 1 -> 3 -> 10 epochs is a chain of 1 + 2 + 7 (each with its own
+    warm-up and decay). ``general_kd_epochs`` in metrics.json counts them all.
+    """
     started = time.time()
-    init_id = stage_identity(init_dir, student=student, stage="compress")
+    init_id = stage_identity(init_dir, student=student)
+    prior = stage_metrics(init_dir)
+    if prior.get("stage") not in ("compress", "general_kd") or (epochs is None and prior["stage"] != "compress"):
+        raise ValueError(f"{init_dir} is a {prior.get('stage')!r} output; general KD starts from the compress stage"
+                         + (" (or, with --epochs, an earlier general-KD output)" if epochs is None else ""))
     s = settings(config, "general_kd", student=student)
+    if epochs is not None:
+        s = {**s, "epochs": epochs, "max_steps": None}
     seed_everything(s["seed"])
     rt = runtime(config)
     check_batch_size(s["batch_size"], rt, "general_kd")
@@ -79,6 +92,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str) -> dict:
 
     metrics = {
         "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
+        "general_kd_epochs": round(prior.get("general_kd_epochs", 0) + len(log) / plan.steps_per_epoch, 3),
         "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
         "provenance": provenance(config, started, data_sha256, s["seed"]),
     }

@@ -25,18 +25,16 @@ from datasets import Dataset
 
 from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
-from kbert.config import settings
+from kbert.config import check_variant, settings
 from kbert.device import check_batch_size, runtime
 from kbert.evaluate import data_settings, evaluate, model_inputs, train_features
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
 from kbert.provenance import sha256_file
-from kbert.stage_io import provenance, resume_dir, stage_identity, write_stage
+from kbert.stage_io import provenance, resume_dir, stage_identity, stage_metrics, write_stage
 from kbert.tasks import get_task
 from kbert.teachers import task_model_from_encoder, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
-
-VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
 
 
 def student_task_model(encoder: KBertModel, teacher, kind: str, num_labels: int):
@@ -64,10 +62,16 @@ def augmented_rows(path: str | None) -> Dataset | None:
     return Dataset.from_pandas(new, preserve_index=False)
 
 
+def general_kd_epochs(init_dir: str) -> float | None:
+    """General-KD epochs behind the initial student: 0 from the SVD init; None from a
+    general-KD output written before they were counted."""
+    init = stage_metrics(init_dir)
+    return 0 if init.get("stage") == "compress" else init.get("general_kd_epochs")
+
+
 def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir: str, teacher_dir: str,
         out_dir: str, augmented: str | None = None) -> dict:
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown variant {variant!r}; variants: {list(VARIANTS)}")
+    check_variant(variant)
     if (variant == "full_aug") != (augmented is not None):
         raise ValueError("variant full_aug needs --augmented FILE, and only it takes one")
     started = time.time()
@@ -135,6 +139,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
+        "general_kd_epochs": general_kd_epochs(init_dir),
         "provenance": provenance(config, started, data_sha256, seed),
     }
     if rt.is_main:  # one writer when data-parallel

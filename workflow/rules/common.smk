@@ -100,7 +100,6 @@ if config["offline"]:
 
 
 # ------------------------------------------------------------------ what runs
-ALL_VARIANTS = ("full", "full_aug", "no_general_kd", "no_task_kd")
 TASK_LIST = config["tasks"]
 UNAVAILABLE = kconfig.unavailable_tasks(config)
 RUN_TASKS = [t for t in TASK_LIST if t not in UNAVAILABLE]
@@ -135,7 +134,8 @@ RES = {
 wildcard_constraints:
     task="|".join(KNOWN_TASKS),
     student="|".join(ALL_STUDENTS),
-    variant="|".join(ALL_VARIANTS),
+    variant="|".join(kconfig.VARIANTS) + "|" + kconfig.DOSE_VARIANT.pattern,
+    epochs=r"\d+",
     seed=r"\d+",
 
 
@@ -192,6 +192,21 @@ def ladder_jobs():
     ]
 
 
+def dose_jobs():
+    """(student, variant, task, seed) of the ladder's dose-response: each dose student after
+    every number of general-KD epochs, and its no_general_kd run (the curve's 0)."""
+    ladder = config["ladder"]
+    variants = ["no_general_kd"] + [kconfig.dose_variant(k) for k in ladder["general_kd_epochs"]]
+    return [
+        (student, variant, task, seed)
+        for student in ladder["dose_students"]
+        for variant in variants
+        for task in ladder["tasks"]
+        if task not in UNAVAILABLE
+        for seed in ladder["seeds"]
+    ]
+
+
 def augment_tasks():
     """Tasks whose augmented data some run needs (shared by all students)."""
     return sorted({task for _, variant, task, _ in task_kd_jobs() if variant == "full_aug"})
@@ -230,20 +245,44 @@ def equal_size_metrics():
 def ladder_metrics():
     """Teachers of the ladder's tasks, every ladder run, and each student's SVD init (its
     initialisation error is a column of the ladder)."""
-    tasks = sorted({task for _, _, task, _ in ladder_jobs()})
-    students = sorted({student for student, _, _, _ in ladder_jobs()})
+    jobs = list(dict.fromkeys(ladder_jobs() + dose_jobs()))
+    tasks = sorted({task for _, _, task, _ in jobs})
+    students = sorted({student for student, _, _, _ in jobs})
     return (
         [teacher_metrics(t) for t in tasks]
-        + [task_kd_metrics(*job) for job in ladder_jobs()]
+        + [task_kd_metrics(*job) for job in jobs]
         + [student_stage(s, "init")["metrics"] for s in students]
     )
+
+
+def init_stage(variant):
+    """The student stage a task-KD variant starts from: `init` (the SVD init) for
+    no_general_kd, `general_<k>ep` for the dose-response's full_<k>ep, else `general`."""
+    epochs = kconfig.general_kd_epochs_of(variant)
+    if epochs is None:
+        return "general"
+    return "init" if epochs == 0 else f"general_{epochs}ep"
+
+
+def dose_init(wildcards):
+    """Where the dose-response's general KD to `epochs` starts: the previous point of
+    ladder.general_kd_epochs, or the SVD init for the first."""
+    epochs = int(wildcards.epochs)
+    earlier = [k for k in config["ladder"]["general_kd_epochs"] if k < epochs]
+    student = student_stage(wildcards.student, f"general_{max(earlier)}ep" if earlier else "init")
+    return {"init_model": student["model"], "init_metrics": student["metrics"]}
+
+
+def dose_more_epochs(wildcards):
+    """Epochs the dose-response job adds to its starting point."""
+    earlier = [k for k in config["ladder"]["general_kd_epochs"] if k < int(wildcards.epochs)]
+    return f"--epochs {int(wildcards.epochs) - max(earlier, default=0)}"
 
 
 def task_kd_inputs(wildcards):
     """Initial student (general KD, or the SVD init for no_general_kd), fine-tuned
     teacher (teacher logits and the task head), augmented rows for full_aug."""
-    stage = "init" if wildcards.variant == "no_general_kd" else "general"
-    student = student_stage(wildcards.student, stage)
+    student = student_stage(wildcards.student, init_stage(wildcards.variant))
     inputs = {
         "init_model": student["model"],
         "init_metrics": student["metrics"],

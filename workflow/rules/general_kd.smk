@@ -13,6 +13,7 @@ rule general_kd:
         init=parent_of("init_metrics"),
         out=parent_of("metrics"),
         settings=fingerprint("general_kd"),
+        epochs="",
     log:
         f"{LOGS}/general_kd/{{student}}.log",
     benchmark:
@@ -26,4 +27,25 @@ rule general_kd:
         "../../environment.yml"
     shell:
         launcher("general_kd") + " -m kbert.cli general-kd --config {params.cfg:q} --threads {threads}"
-        " --student {wildcards.student} --init {params.init:q} --out {params.out:q} > {log:q} 2>&1"
+        " --student {wildcards.student} --init {params.init:q} --out {params.out:q} {params.epochs}"
+        " > {log:q} 2>&1"
+
+
+# The sanity ladder's dose-response (config ladder.general_kd_epochs, e.g. 1, 3, 10): a
+# chain of general-KD runs, each continuing the previous point for the epochs between them.
+use rule general_kd as general_kd_dose with:
+    input:
+        unpack(dose_init),
+    output:
+        model=directory(f"{WORK}/students/{{student}}/general_{{epochs}}ep/model"),
+        metrics=f"{WORK}/students/{{student}}/general_{{epochs}}ep/metrics.json",
+    params:
+        cfg=resolved_config,
+        init=parent_of("init_metrics"),
+        out=parent_of("metrics"),
+        settings=fingerprint("general_kd"),
+        epochs=dose_more_epochs,
+    log:
+        f"{LOGS}/general_kd/{{student}}/{{epochs}}ep.log",
+    benchmark:
+        f"{BENCHMARKS}/general_kd/{{student}}/{{epochs}}ep.tsv"
