@@ -15,6 +15,9 @@ One entry point, :func:`write` (``python -m kbert.cli ladder``), writes into one
     ladder.csv        one row per (student, variant, task): score, teacher, majority class,
                       retention (student / teacher), margin retention, init error, size
     ladder.md / .tex  the table;  ladder.png / .pdf  score against compression factor
+    dose.csv          the dose-response (``ladder.dose_students``): score after 0, 1, 3, ...
+                      general-KD epochs, with the general-KD loss each point ended at
+    dose.md / .tex    its table;  dose.png / .pdf  score against general-KD epochs
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbert import equal_size, report  # noqa: E402
+from kbert.config import general_kd_epochs_of  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
 from kbert.retention import MIN_TEACHER_MARGIN, NEAR_MAJORITY, at_majority, margin_retention  # noqa: E402
 
@@ -39,14 +43,20 @@ log = logging.getLogger(__name__)
 FAMILY_MARKERS = {"kronecker": "o", "lowrank": "s", "dense": "^"}
 
 
+def _stage_records(runs, stage: str) -> list[dict]:
+    records = (json.loads(Path(path).read_text()) for path in report.find_metric_files(runs))
+    return [record for record in records if record.get("stage") == stage]
+
+
 def init_errors(runs) -> dict[str, float]:
     """Mean relative Frobenius error of each student's compress step (its SVD init)."""
-    errors = {}
-    for path in report.find_metric_files(runs):
-        record = json.loads(Path(path).read_text())
-        if record.get("stage") == "compress":
-            errors[record["student"]] = record.get("relative_error_mean")
-    return errors
+    return {record["student"]: record.get("relative_error_mean") for record in _stage_records(runs, "compress")}
+
+
+def general_kd_losses(runs) -> dict[tuple[str, float], float]:
+    """(student, general-KD epochs) -> the general-KD loss its last step ended at."""
+    return {(record["student"], record.get("general_kd_epochs")): record["last_loss"]
+            for record in _stage_records(runs, "general_kd")}
 
 
 def ladder_frame(runs, config: dict) -> pd.DataFrame:
@@ -68,6 +78,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
             "retention_pct": report.retention_pct(r["score_mean"], teacher),
             "margin_retention": margin_retention(r["score_mean"], teacher, majority),
             "at_majority": at_majority(r["score_mean"], majority),
+            "general_kd_epochs": general_kd_epochs_of(r["variant"]),
         })
     out = pd.DataFrame(rows)
     return out.sort_values(["task", "variant", "compression_factor", "family"], kind="stable").reset_index(drop=True)
@@ -130,15 +141,77 @@ def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
     return report.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
 
 
+def dose_frame(frame: pd.DataFrame, runs, config: dict) -> pd.DataFrame:
+    """The dose students' rows at each number of general-KD epochs (0: no_general_kd)."""
+    dose = frame[frame["model"].isin(config["ladder"]["dose_students"]) & frame["general_kd_epochs"].notna()].copy()
+    losses = general_kd_losses(runs)
+    dose["general_kd_last_loss"] = [losses.get((m, e), math.nan) for m, e in zip(dose["model"], dose["general_kd_epochs"])]
+    return dose.sort_values(["task", "model", "general_kd_epochs"], kind="stable").reset_index(drop=True)
+
+
+def dose_table(dose: pd.DataFrame, labels: dict) -> report.Table:
+    blocks = []
+    for (task, model), group in dose.groupby(["task", "model"], sort=True):
+        first = group.iloc[0]
+        majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
+        header = ["General-KD epochs", "General-KD loss at the end", "Score (% of teacher)", "Margin retention"]
+        rows = [[f"{r['general_kd_epochs']:.0f}", report.fmt_number(r["general_kd_last_loss"], 2), _score_cell(r),
+                 report.MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
+                for _, r in group.iterrows()]
+        blocks.append((f"{labels.get(model, model)} on {equal_size.task_label(task)}: teacher {100 * first['teacher']:.1f}, "
+                       f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
+    notes = [
+        "The same task KD after 0 (the SVD init), 1, 3, ... epochs of general KD on the offline corpus "
+        "(config general_kd.corpus). The points are a chain: each continues the previous one for the epochs "
+        "between them, with its own warm-up and linear decay (docs/deviations.md).",
+        "General-KD loss: the sum of the embedding, attention and hidden-state terms at the last step of that point.",
+        "Score, % of teacher, margin retention and the majority marks as in ladder.md.",
+    ]
+    return report.Table("dose", "Dose-response: task-KD score against general-KD epochs", blocks, notes)
+
+
+def dose_figure(dose: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
+    panels = list(dose.groupby("task", sort=True))
+    fig, axes = report.grid(len(panels), width=4.2)
+    for ax, (task, group) in zip(axes, panels):
+        for model, rows in group.groupby("model", sort=True):
+            ax.plot(rows["general_kd_epochs"], 100 * rows["score"], marker="o", label=labels.get(model, model))
+        first = group.iloc[0]
+        ax.axhline(100 * first["teacher"], color="black", linestyle="--", linewidth=1, label="Teacher")
+        if not pd.isna(first["majority"]):
+            ax.axhline(100 * first["majority"], color="grey", linestyle=":", linewidth=1, label="Majority class")
+        ax.set_xscale("symlog", linthresh=1)  # 0 epochs (the SVD init) stays on the axis
+        points = sorted(group["general_kd_epochs"].unique())
+        ax.set_xticks(points, [f"{e:.0f}" for e in points])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.set_xlabel("general-KD epochs of the offline corpus", fontsize=7)
+        ax.set_ylabel("dev score", fontsize=7)
+        ax.set_title(equal_size.task_label(task), fontsize=9)
+        ax.tick_params(labelsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7)
+    caption = "Same task KD after each general-KD budget; 0 is the SVD init."
+    return report.save_figure(fig, out_dir, "dose", caption, legend_width=0.3)
+
+
+def _write_table(out_dir: Path, rendered: report.Table) -> None:
+    report.write_text(out_dir / f"{rendered.name}.md", report.render_markdown(rendered))
+    report.write_text(out_dir / f"{rendered.name}.tex", report.render_latex(rendered))
+
+
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
     """The ladder's CSV, table and figure into ``out_dir`` (see the module docstring)."""
     out_dir = Path(out_dir)
     frame = ladder_frame(runs, config)
     labels = {name: spec.get("label", name) for name, spec in config["students"].items()}
-    write_csv(out_dir / "ladder.csv", frame)
-    rendered = table(frame, labels)
-    report.write_text(out_dir / "ladder.md", report.render_markdown(rendered))
-    report.write_text(out_dir / "ladder.tex", report.render_latex(rendered))
-    figure(frame, out_dir, labels)
-    log.info("sanity ladder: %d rows into %s", len(frame), out_dir)
-    return frame
+    ladder = frame[frame["variant"].isin(config["ladder"]["variants"])].reset_index(drop=True)
+    write_csv(out_dir / "ladder.csv", ladder)
+    _write_table(out_dir, table(ladder, labels))
+    figure(ladder, out_dir, labels)
+    dose = dose_frame(frame, runs, config)
+    if not dose.empty:
+        write_csv(out_dir / "dose.csv", dose)
+        _write_table(out_dir, dose_table(dose, labels))
+        dose_figure(dose, out_dir, labels)
+    log.info("sanity ladder: %d rows, dose-response: %d rows, into %s", len(ladder), len(dose), out_dir)
+    return ladder

@@ -53,3 +53,40 @@ def test_a_rung_below_the_majority_class_is_marked(tmp_path):
     write([runs], tmp_path / "out", config)
     table = (tmp_path / "out" / "ladder.md").read_text()
     assert "70.0 (82%) (below majority)" in table and "408 dev examples" in table
+
+
+def test_dose_response_table_from_runs(tmp_path):
+    """ladder.dose_students: the no_general_kd run is the curve's 0, full_<k>ep its k; the
+    dose variants stay out of the ladder table."""
+    config = load_config("config/ladder.yaml")
+    runs = tmp_path / "runs"
+    _record(runs / "teacher", "teacher", "teacher", 0.85, 1.0, 22_000_000, variant="teacher")
+    for variant, score in (("no_general_kd", 0.70), ("full_1ep", 0.76), ("full_3ep", 0.80)):
+        _record(runs / variant, "kroneckerbert_8", "kronecker", score, 7.5, 3_000_000, variant=variant)
+    for epochs, loss in ((1, 9.5), (3, 7.25)):
+        (runs / f"general_{epochs}ep").mkdir()
+        (runs / f"general_{epochs}ep" / "metrics.json").write_text(json.dumps(
+            {"student": "kroneckerbert_8", "stage": "general_kd", "general_kd_epochs": epochs, "last_loss": loss}))
+    ladder = write([runs], tmp_path / "out", config)
+    assert list(ladder["variant"]) == ["no_general_kd"]
+    dose = pd.read_csv(tmp_path / "out" / "dose.csv")
+    assert list(dose["general_kd_epochs"]) == [0, 1, 3]
+    assert list(dose["general_kd_last_loss"].fillna(-1)) == [-1, 9.5, 7.25]
+    table = (tmp_path / "out" / "dose.md").read_text()
+    assert "KroneckerBERT_8 on MRPC" in table and "7.25" in table and "(below majority)" in table
+    assert (tmp_path / "out" / "dose.png").exists()
+
+
+def test_dose_epochs_must_ascend():
+    import yaml
+
+    from kbert.config import ConfigError
+
+    raw = yaml.safe_load(open("config/ladder.yaml"))
+    raw["ladder"]["general_kd_epochs"] = [3, 1]
+    with pytest.raises(ConfigError, match="must be ascending"):
+        load_config(raw)
+    raw["ladder"]["general_kd_epochs"] = [1]
+    raw["ladder"]["dose_students"] = ["kroneckerbert_99"]
+    with pytest.raises(ConfigError, match=r"ladder.dose_students\[0\]: unknown student"):
+        load_config(raw)

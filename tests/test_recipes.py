@@ -86,3 +86,17 @@ def test_prediction_phase_trains_the_prediction_terms_only(compressed, tmp_path,
     assert all({"attention", "hidden", "logit"} <= set(row) for row in first)
     assert all(set(row) == {"step", "epoch", "loss", "logit", "supervised"} for row in second)
     assert not (tmp_path / "kd.partial").exists()
+    assert json.loads((tmp_path / "kd" / "metrics.json").read_text())["general_kd_epochs"] == 0  # from the SVD init
+
+
+def test_dose_response_chain_counts_general_kd_epochs(compressed, tmp_path, smoke_config):
+    """general-kd --epochs K: K whole epochs (max_steps ignored), continuing an earlier
+    general-KD output; metrics.json counts the epochs along the chain."""
+    first = general_kd.run(smoke_config, "kron_4", str(compressed), str(tmp_path / "e1"), epochs=1)
+    assert first["general_kd_epochs"] == 1
+    second = general_kd.run(smoke_config, "kron_4", str(tmp_path / "e1"), str(tmp_path / "e2"), epochs=1)
+    assert second["general_kd_epochs"] == 2 and second["steps"] == first["steps"]
+    with pytest.raises(ValueError, match="starts from the compress stage"):
+        general_kd.run(smoke_config, "kron_4", str(tmp_path / "e1"), str(tmp_path / "e3"))
+    with pytest.raises(ValueError, match="at least 1"):
+        general_kd.run(smoke_config, "kron_4", str(compressed), str(tmp_path / "e4"), epochs=0)

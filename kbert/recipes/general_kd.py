@@ -52,6 +52,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     general-KD output, so 1 -> 3 -> 10 epochs is a chain of 1 + 2 + 7 (each with its own
     warm-up and decay). ``general_kd_epochs`` in metrics.json counts them all.
     """
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"general KD --epochs {epochs}: train at least 1 epoch")
     started = time.time()
     init_id = stage_identity(init_dir, student=student)
     prior = stage_metrics(init_dir)
