@@ -72,7 +72,7 @@ def cmd_data(args, config=None) -> None:
 def cmd_finetune_teacher(args, config) -> None:
     from kbert.recipes import finetune_teacher
 
-    finetune_teacher.run(config, args.task, args.out)
+    finetune_teacher.run(config, args.task, args.out, max_train_examples=args.max_train_examples)
 
 
 def cmd_compress(args, config) -> None:
@@ -129,6 +129,12 @@ def cmd_ladder(args, config) -> None:
     write(args.runs, args.out, config)
 
 
+def cmd_learning_curve(args, config) -> None:
+    from kbert.curves import write
+
+    write(args.runs, args.out, config)
+
+
 def cmd_bench(args, config=None) -> None:
     from kbert.bench.__main__ import main as bench_main
 
@@ -163,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("finetune-teacher", cmd_finetune_teacher, "fine-tune the pre-trained teacher on one task")
     p.add_argument("--task", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--max-train-examples", type=int, default=None,
+                   help="cap the training rows (a learning-curve point); default: the config's data.max_train_examples")
 
     p = stage("compress", cmd_compress, "build a student from the pre-trained teacher (SVD init; dense: random)")
     p.add_argument("--student", required=True)
@@ -200,6 +208,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("ladder", cmd_ladder, "the sanity ladder: CSV, table and figure in one directory")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the ladder, its teachers and inits")
+    p.add_argument("--out", required=True)
+
+    p = stage("learning-curve", cmd_learning_curve, "teacher learning curves: CSV, table and figure in one directory")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the curve's teacher runs")
     p.add_argument("--out", required=True)
 
     p = stage("bench", cmd_bench, "benchmarks: layers | models | augment (see python -m kbert.bench -h)", config=False)

@@ -262,6 +262,11 @@ def _semantic_errors(config: dict) -> list[str]:
     check_tasks(config["equal_size"]["tasks"], "config.equal_size.tasks")
     check_task_keys(config["equal_size"]["per_task_seeds"], "config.equal_size.per_task_seeds")
     check_tasks(config["ladder"]["tasks"], "config.ladder.tasks")
+    check_tasks(config["learning_curve"]["tasks"], "config.learning_curve.tasks")
+    check_task_keys(config["learning_curve"]["per_task"], "config.learning_curve.per_task")
+    for i, name in enumerate(config["learning_curve"]["tasks"]):
+        if name in TASKS and name not in config["tasks"]:
+            errors.append(f"config.learning_curve.tasks[{i}]: {name!r} is not in config.tasks {config['tasks']}")
     dose = config["ladder"]["general_kd_epochs"]
     if dose != sorted(dose):
         errors.append(f"config.ladder.general_kd_epochs: {dose} must be ascending (each point continues the previous)")

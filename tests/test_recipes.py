@@ -100,3 +100,12 @@ def test_dose_response_chain_counts_general_kd_epochs(compressed, tmp_path, smok
         general_kd.run(smoke_config, "kron_4", str(tmp_path / "e1"), str(tmp_path / "e3"))
     with pytest.raises(ValueError, match="at least 1"):
         general_kd.run(smoke_config, "kron_4", str(compressed), str(tmp_path / "e4"), epochs=0)
+
+
+def test_teacher_learning_curve_point_caps_the_training_rows(tmp_path, smoke_config):
+    from kbert.recipes import finetune_teacher
+
+    metrics = finetune_teacher.run(smoke_config, "sst2", str(tmp_path / "n8"), max_train_examples=8)
+    assert metrics["train_examples"] == 8
+    with pytest.raises(ValueError, match="at least 1"):
+        finetune_teacher.run(smoke_config, "sst2", str(tmp_path / "n0"), max_train_examples=0)

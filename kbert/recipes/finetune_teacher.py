@@ -20,11 +20,17 @@ from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_has
 from kbert.training import TrainSettings, seed_everything, train
 
 
-def run(config: dict, task: str, out_dir: str) -> dict:
+def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = None) -> dict:
+    """Fine-tune on ``task`` into ``out_dir``; ``max_train_examples`` (a learning-curve point)
+    caps the training rows instead of the config's data.max_train_examples."""
     started = time.time()
     spec = get_task(task)
     s = settings(config, "teacher.finetune", task=task)
     data_cfg = data_settings(config, task)
+    if max_train_examples is not None:
+        if max_train_examples < 1:
+            raise ValueError(f"teacher fine-tuning --max-train-examples {max_train_examples}: use at least 1")
+        data_cfg = {**data_cfg, "max_train_examples": max_train_examples}
     seed_everything(s["seed"])
     rt = runtime(config)
     check_batch_size(s["batch_size"], rt, f"teacher.finetune ({task})")

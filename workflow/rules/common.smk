@@ -136,6 +136,7 @@ wildcard_constraints:
     student="|".join(ALL_STUDENTS),
     variant="|".join(kconfig.VARIANTS) + "|" + kconfig.DOSE_VARIANT.pattern,
     epochs=r"\d+",
+    examples=r"\d+",
     seed=r"\d+",
 
 
