@@ -30,9 +30,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kbert import equal_size, report  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
+from kbert.report import equal_size, figures, render  # noqa: E402
+from kbert.report.aggregate import find_metric_files  # noqa: E402
+from kbert.report.cells import MISSING, fmt_number  # noqa: E402
+from kbert.report.retention_csv import retention_pct  # noqa: E402
 from kbert.retention import MIN_TEACHER_MARGIN, NEAR_MAJORITY, at_majority, margin_retention  # noqa: E402
+from kbert.tasks import task_label  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ FAMILY_MARKERS = {"kronecker": "o", "lowrank": "s", "dense": "^"}
 def init_errors(runs) -> dict[str, float]:
     """Mean relative Frobenius error of each student's compress step (its SVD init)."""
     errors = {}
-    for path in report.find_metric_files(runs):
+    for path in find_metric_files(runs):
         record = json.loads(Path(path).read_text())
         if record.get("stage") == "compress":
             errors[record["student"]] = record.get("relative_error_mean")
@@ -65,7 +69,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
             "init_error": errors.get(r["model"], math.nan),
             "score": r["score_mean"], "score_sd": r["score_sd"], "n": r["n"], "n_examples": r["n_examples"],
             "teacher": teacher, "majority": majority,
-            "retention_pct": report.retention_pct(r["score_mean"], teacher),
+            "retention_pct": retention_pct(r["score_mean"], teacher),
             "margin_retention": margin_retention(r["score_mean"], teacher, majority),
             "at_majority": at_majority(r["score_mean"], majority),
         })
@@ -79,17 +83,17 @@ def _score_cell(row: pd.Series) -> str:
     return f"{100 * row['score']:.1f} ({row['retention_pct']:.0f}%){mark}"
 
 
-def table(frame: pd.DataFrame, labels: dict) -> report.Table:
+def table(frame: pd.DataFrame, labels: dict) -> render.Table:
     blocks = []
     for (task, variant), group in frame.groupby(["task", "variant"], sort=True):
         first = group.iloc[0]
         majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
         header = ["Student", "Family", "CF", "Params (M)", "Init error", "Score (% of teacher)", "Margin retention"]
         rows = [[labels.get(r["model"], r["model"]), r["family"], f"{r['compression_factor']:.1f}",
-                 f"{r['params'] / 1e6:.2f}", report.fmt_number(r["init_error"], 3), _score_cell(r),
-                 report.MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
+                 f"{r['params'] / 1e6:.2f}", fmt_number(r["init_error"], 3), _score_cell(r),
+                 MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
                 for _, r in group.iterrows()]
-        blocks.append((f"{equal_size.task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
+        blocks.append((f"{task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
                        f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
     notes = [
         "Score x100 on the task's dev split (MNLI: matched; the heading gives its size), the task's key score "
@@ -102,12 +106,12 @@ def table(frame: pd.DataFrame, labels: dict) -> report.Table:
         "(0 for the lossless student, whose Kronecker factors B are 1x1).",
         "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",
     ]
-    return report.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
+    return render.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
 
 
 def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
     panels = list(frame.groupby(["task", "variant"], sort=True))
-    fig, axes = report.grid(len(panels), width=4.2)
+    fig, axes = figures.grid(len(panels), width=4.2)
     for ax, ((task, variant), group) in zip(axes, panels):
         for family, rows in group.groupby("family", sort=False):
             ax.plot(rows["compression_factor"], 100 * rows["score"], marker=FAMILY_MARKERS.get(family, "o"),
@@ -122,12 +126,12 @@ def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
         ax.xaxis.set_minor_locator(plt.NullLocator())   # the rungs are the only ticks worth reading
         ax.set_xlabel("compression factor (log)", fontsize=7)
         ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(f"{equal_size.task_label(task)} ({variant})", fontsize=9)
+        ax.set_title(f"{task_label(task)} ({variant})", fontsize=9)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Same task KD for every rung; compression factor 1 is the lossless student (B 1x1)."
-    return report.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
+    return figures.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
@@ -137,8 +141,8 @@ def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
     labels = {name: spec.get("label", name) for name, spec in config["students"].items()}
     write_csv(out_dir / "ladder.csv", frame)
     rendered = table(frame, labels)
-    report.write_text(out_dir / "ladder.md", report.render_markdown(rendered))
-    report.write_text(out_dir / "ladder.tex", report.render_latex(rendered))
+    render.write_text(out_dir / "ladder.md", render.render_markdown(rendered))
+    render.write_text(out_dir / "ladder.tex", render.render_latex(rendered))
     figure(frame, out_dir, labels)
     log.info("sanity ladder: %d rows into %s", len(frame), out_dir)
     return frame
