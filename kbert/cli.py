@@ -51,7 +51,9 @@ def cmd_data(args, config=None) -> None:
     general-distillation corpora; every bad file is reported, not only the first."""
     import pandas as pd
 
-    from kbert.data import DataError, describe_corpora, describe_tasks
+    from kbert.data.corpora import describe_corpora
+    from kbert.data.files import DataError
+    from kbert.data.splits import describe_tasks
 
     checks = [lambda: describe_tasks(args.source, tasks=None if args.task == "all" else [args.task])]
     if args.task == "all" and args.source == "bundled":
@@ -104,21 +106,22 @@ def cmd_task_kd(args, config) -> None:
 
 def cmd_aggregate(args, config) -> None:
     from kbert.config import unavailable_tasks
-    from kbert.report import aggregate
+    from kbert.report.aggregate import aggregate
     from kbert.retention import majority_frame
 
     aggregate(args.runs, args.out, unavailable=unavailable_tasks(config), majority=majority_frame(config))
 
 
 def cmd_report(args, config) -> None:
-    from kbert.report import write_figures, write_tables
+    from kbert.report.figures import write_figures
+    from kbert.report.tables import write_tables
 
     write_tables(args.results, os.path.join(args.results, "tables"))
     write_figures(args.results, args.figures)
 
 
 def cmd_equal_size(args, config) -> None:
-    from kbert.equal_size import write
+    from kbert.report.equal_size import write
 
     write(args.runs, args.out, config)
 

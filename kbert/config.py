@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import copy
 import difflib
-import hashlib
 import json
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 import yaml
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kbert import REPO_ROOT
+from kbert.provenance import atomic_path, sha256_json
+
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: Stages that ``settings`` knows, as dotted paths into the config.
@@ -388,12 +388,6 @@ def unavailable_tasks(config: dict) -> list[str]:
     return [t for t in config["tasks"] if task_status(config, t) == "unavailable"]
 
 
-def is_glue(task: str) -> bool:
-    from kbert.tasks import GLUE_TASKS
-
-    return task in GLUE_TASKS
-
-
 def dose_variant(epochs: int) -> str:
     """The task-KD variant of the ladder's dose-response point after ``epochs`` general-KD
     epochs: ``full_3ep`` runs like ``full`` from the student distilled for 3 epochs."""
@@ -416,7 +410,7 @@ def check_variant(variant: str) -> None:
 
 def config_hash(config: dict) -> str:
     """sha256 of the config as canonical JSON (sorted keys); pass a resolved config."""
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()
+    return sha256_json(config)
 
 
 def dump_resolved(config: dict) -> str:
@@ -438,14 +432,6 @@ def write_resolved(config: dict, path: str | os.PathLike) -> bool:
     text = dump_resolved(config)
     if path.exists() and path.read_text() == text:
         return False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
     return True

@@ -22,9 +22,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kbert import equal_size, report  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
+from kbert.report import figures, render  # noqa: E402
+from kbert.report.aggregate import find_metric_files  # noqa: E402
+from kbert.report.cells import fmt_number  # noqa: E402
 from kbert.retention import majority_frame, majority_lookup  # noqa: E402
+from kbert.tasks import task_label  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +35,7 @@ log = logging.getLogger(__name__)
 def curve_frame(runs, config: dict) -> pd.DataFrame:
     """One row per teacher run: its main eval split's key score, size and minutes."""
     rows = []
-    for path in report.find_metric_files(runs):
+    for path in find_metric_files(runs):
         record = json.loads(Path(path).read_text())
         main = record["results"][0]   # the task's main eval split comes first
         rows.append({"task": record["task"], "train_examples": record["train_examples"],
@@ -44,14 +47,14 @@ def curve_frame(runs, config: dict) -> pd.DataFrame:
     return frame.sort_values(["task", "train_examples"], kind="stable").reset_index(drop=True)
 
 
-def table(frame: pd.DataFrame) -> report.Table:
+def table(frame: pd.DataFrame) -> render.Table:
     blocks = []
     for task, group in frame.groupby("task", sort=True):
         first = group.iloc[0]
-        majority = report.fmt_number(100 * first["majority"] if first["majority"] is not None else None)
+        majority = fmt_number(100 * first["majority"] if first["majority"] is not None else None)
         rows = [[f"{r['train_examples']:,}", f"{100 * r['score']:.1f}", f"{r['minutes']:.1f}"]
                 for _, r in group.iterrows()]
-        blocks.append((f"{equal_size.task_label(task)}: majority class {majority}, {first['n_examples']} "
+        blocks.append((f"{task_label(task)}: majority class {majority}, {first['n_examples']} "
                        f"{first['eval_split']} examples", ["Training rows", "Dev score", "Minutes"], rows))
     notes = [
         "The teacher fine-tuned as config teacher.finetune says (epochs, lr, batch), on the first N rows of the "
@@ -59,12 +62,12 @@ def table(frame: pd.DataFrame) -> report.Table:
         "Dev score x100: the task's key score on its main eval split (MRPC: mean of F1 and accuracy).",
         "Minutes: the run's wall time on this machine, evaluation included (the threads of resources.per_rule).",
     ]
-    return report.Table("curve", "Teacher learning curves: dev score against training rows", blocks, notes)
+    return render.Table("curve", "Teacher learning curves: dev score against training rows", blocks, notes)
 
 
 def figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     panels = list(frame.groupby("task", sort=True))
-    fig, axes = report.grid(len(panels), width=4.0)
+    fig, axes = figures.grid(len(panels), width=4.0)
     for ax, (task, group) in zip(axes, panels):
         ax.plot(group["train_examples"], 100 * group["score"], marker="o", color="black", label="Teacher")
         for _, r in group.iterrows():
@@ -76,12 +79,12 @@ def figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         ax.set_xscale("log")
         ax.set_xlabel("training rows (log)", fontsize=7)
         ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(equal_size.task_label(task), fontsize=9)
+        ax.set_title(task_label(task), fontsize=9)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Teacher fine-tuning on growing training subsets; labels: minutes per run on this machine."
-    return report.save_figure(fig, out_dir, "curve", caption, legend_width=0.2)
+    return figures.save_figure(fig, out_dir, "curve", caption, legend_width=0.2)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
@@ -90,8 +93,7 @@ def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
     frame = curve_frame(runs, config)
     write_csv(out_dir / "curve.csv", frame)
     rendered = table(frame)
-    report.write_text(out_dir / "curve.md", report.render_markdown(rendered))
-    report.write_text(out_dir / "curve.tex", report.render_latex(rendered))
+    render.write_table(rendered, out_dir)
     figure(frame, out_dir)
     log.info("learning curves: %d runs into %s", len(frame), out_dir)
     return frame

@@ -1,4 +1,4 @@
-"""Task data for the recipes, and evaluation of a task model on every eval split of its task.
+"""Evaluation of a task model on every eval split of its task.
 
 One result per eval split (MNLI has two), in the ``metrics.json`` format of
 docs/architecture.md: ``{eval_split, data_status, n_examples, metrics, score}``.
@@ -10,76 +10,22 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from kbert import data as kdata
+from kbert.data import splits
+from kbert.data.batching import batches
+from kbert.data.glue import encode
+from kbert.data.squad import prepare_squad_eval, squad_best_spans, squad_references
+from kbert.data.task_data import eval_rows
 from kbert.device import Runtime, model_device
 from kbert.metrics import compute_metrics, key_score
-from kbert.tasks import get_task
-
-
-def data_settings(config: dict, task: str) -> dict:
-    """The ``data`` section of the config with the task's overrides merged."""
-    from kbert.config import settings
-
-    return settings(config, "data", task=task)
+from kbert.tasks import DOC_STRIDE, get_task
 
 
 def split_status(task: str, split: str, rows: int, data_cfg: dict, cap: int | None) -> str:
     """``full``/``derived``/``subset``, downgraded to ``subset`` when a cap cut the split."""
-    status = kdata.split_status(task, split, data_cfg["source"])
+    status = splits.split_status(task, split, data_cfg["source"])
     if status == "full" and cap is not None and rows >= cap:
         return "subset"
     return status
-
-
-def train_rows(task: str, data_cfg: dict) -> Dataset:
-    """The training rows of ``task``. A capped subset is drawn with a fixed seed, so every
-    run seed (and the augmentation stage) sees the same examples: seeds vary training only."""
-    return kdata.load_split(task, "train", source=data_cfg["source"], max_examples=data_cfg["max_train_examples"], seed=0)
-
-
-def train_features(task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = 128,
-                   extra_rows: Dataset | None = None) -> Dataset:
-    """Tokenised training examples (SQuAD: training windows), optionally plus augmented rows."""
-    spec = get_task(task)
-    rows = train_rows(task, data_cfg)
-    if extra_rows is not None:
-        from datasets import concatenate_datasets
-
-        rows = concatenate_datasets([rows, extra_rows.cast(rows.features)])
-    if spec.kind == "span":
-        return kdata.prepare_squad_train(rows, tokenizer, max_seq_length, doc_stride)
-    return kdata.encode(rows, task, tokenizer, max_seq_length)
-
-
-def eval_rows(task: str, split: str, data_cfg: dict) -> Dataset:
-    """The rows of one eval split, capped as every evaluation caps them."""
-    return kdata.load_split(task, split, source=data_cfg["source"], max_examples=data_cfg["max_eval_examples"], seed=0)
-
-
-def majority_class_metrics(task: str, data_cfg: dict) -> dict[str, dict[str, float | None]]:
-    """Per eval split, every metric (and ``score``, the key score) of a constant answer:
-    what a model reaches without learning the task.
-
-    Classification: always the most frequent training label. Span tasks: always "no
-    answer" (0 on SQuAD v1.1, the share of unanswerable questions on v2.0). Regression:
-    None, since a constant prediction has no correlation.
-    """
-    spec = get_task(task)
-    if spec.kind == "regression":
-        return {split: dict.fromkeys((*spec.metrics, "score")) for split in spec.eval_splits}
-    if spec.kind == "classification":
-        majority = int(np.bincount(train_rows(task, data_cfg)[spec.label_column]).argmax())
-    out = {}
-    for split in spec.eval_splits:
-        rows = eval_rows(task, split, data_cfg)
-        if spec.kind == "span":
-            metrics = compute_metrics(task, {qid: "" for qid in rows["id"]},
-                                      {qid: a["text"] for qid, a in zip(rows["id"], rows["answers"])})
-        else:
-            labels = np.asarray(rows[spec.label_column])
-            metrics = compute_metrics(task, np.full_like(labels, majority), labels)
-        out[split] = {**metrics, "score": key_score(task, metrics)}
-    return out
 
 
 def model_inputs(batch: dict) -> dict:
@@ -95,7 +41,7 @@ def _forward(model, batch: dict, runtime: Runtime):
 
 def _predict_glue(model, encoded: Dataset, batch_size: int, runtime: Runtime) -> tuple[np.ndarray, np.ndarray]:
     preds, labels = [], []
-    for batch in kdata.batches(encoded, batch_size, shuffle=False):
+    for batch in batches(encoded, batch_size, shuffle=False):
         logits = _forward(model, batch, runtime).logits.float().cpu()
         preds.append(logits.squeeze(-1) if logits.shape[-1] == 1 else logits.argmax(-1))
         labels.append(batch["labels"])
@@ -104,9 +50,9 @@ def _predict_glue(model, encoded: Dataset, batch_size: int, runtime: Runtime) ->
 
 def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, batch_size: int, version_2: bool,
                    doc_stride: int, runtime: Runtime):
-    features = kdata.prepare_squad_eval(examples, tokenizer, max_seq_length, doc_stride)
+    features = prepare_squad_eval(examples, tokenizer, max_seq_length, doc_stride)
     starts, ends = [], []
-    for batch in kdata.batches(features, batch_size, shuffle=False):  # unshuffled: rows line up with features
+    for batch in batches(features, batch_size, shuffle=False):  # unshuffled: rows line up with features
         out = _forward(model, batch, runtime)
         width = batch["input_ids"].shape[1]
         pad = max_seq_length - width  # pad logits back to a common width for post-processing
@@ -115,13 +61,13 @@ def _predict_squad(model, examples: Dataset, tokenizer, max_seq_length: int, bat
     start_logits, end_logits = torch.cat(starts).numpy(), torch.cat(ends).numpy()
     # Best (for v2: best non-null) span and its null odds; the v2 metric applies the null
     # threshold itself and also reports the best threshold (HF run_qa semantics).
-    best = kdata.squad_best_spans(examples, features, start_logits, end_logits, version_2=version_2)
+    best = squad_best_spans(examples, features, start_logits, end_logits, version_2=version_2)
     predictions = {qid: text for qid, (text, _) in best.items()}
     null_odds = {qid: odds for qid, (_, odds) in best.items()} if version_2 else None
-    return predictions, kdata.squad_references(examples), null_odds
+    return predictions, squad_references(examples), null_odds
 
 
-def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = 128,
+def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, doc_stride: int = DOC_STRIDE,
              batch_size: int = 64, runtime: Runtime | None = None) -> list[dict]:
     """Metrics of ``model`` on every eval split of ``task``, on the model's device and in
     ``runtime``'s precision (default fp32)."""
@@ -137,7 +83,7 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
             )
             metrics = compute_metrics(task, predictions, references, null_odds=null_odds, null_threshold=0.0)
         else:
-            predictions, labels = _predict_glue(model, kdata.encode(rows, task, tokenizer, max_seq_length), batch_size,
+            predictions, labels = _predict_glue(model, encode(rows, task, tokenizer, max_seq_length), batch_size,
                                                 runtime)
             metrics = compute_metrics(task, predictions, labels)
         results.append({

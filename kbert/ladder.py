@@ -33,10 +33,14 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kbert import equal_size, report  # noqa: E402
 from kbert.config import general_kd_epochs_of  # noqa: E402
 from kbert.provenance import write_csv  # noqa: E402
+from kbert.report import equal_size, figures, render  # noqa: E402
+from kbert.report.aggregate import find_metric_files  # noqa: E402
+from kbert.report.cells import MISSING, fmt_number  # noqa: E402
+from kbert.report.retention_csv import retention_pct  # noqa: E402
 from kbert.retention import MIN_TEACHER_MARGIN, NEAR_MAJORITY, at_majority, margin_retention  # noqa: E402
+from kbert.tasks import task_label  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +48,7 @@ FAMILY_MARKERS = {"kronecker": "o", "lowrank": "s", "dense": "^"}
 
 
 def _stage_records(runs, stage: str) -> list[dict]:
-    records = (json.loads(Path(path).read_text()) for path in report.find_metric_files(runs))
+    records = (json.loads(Path(path).read_text()) for path in find_metric_files(runs))
     return [record for record in records if record.get("stage") == stage]
 
 
@@ -75,7 +79,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
             "init_error": errors.get(r["model"], math.nan),
             "score": r["score_mean"], "score_sd": r["score_sd"], "n": r["n"], "n_examples": r["n_examples"],
             "teacher": teacher, "majority": majority,
-            "retention_pct": report.retention_pct(r["score_mean"], teacher),
+            "retention_pct": retention_pct(r["score_mean"], teacher),
             "margin_retention": margin_retention(r["score_mean"], teacher, majority),
             "at_majority": at_majority(r["score_mean"], majority),
             "general_kd_epochs": general_kd_epochs_of(r["variant"]),
@@ -90,17 +94,17 @@ def _score_cell(row: pd.Series) -> str:
     return f"{100 * row['score']:.1f} ({row['retention_pct']:.0f}%){mark}"
 
 
-def table(frame: pd.DataFrame, labels: dict) -> report.Table:
+def table(frame: pd.DataFrame, labels: dict) -> render.Table:
     blocks = []
     for (task, variant), group in frame.groupby(["task", "variant"], sort=True):
         first = group.iloc[0]
         majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
         header = ["Student", "Family", "CF", "Params (M)", "Init error", "Score (% of teacher)", "Margin retention"]
         rows = [[labels.get(r["model"], r["model"]), r["family"], f"{r['compression_factor']:.1f}",
-                 f"{r['params'] / 1e6:.2f}", report.fmt_number(r["init_error"], 3), _score_cell(r),
-                 report.MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
+                 f"{r['params'] / 1e6:.2f}", fmt_number(r["init_error"], 3), _score_cell(r),
+                 MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
                 for _, r in group.iterrows()]
-        blocks.append((f"{equal_size.task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
+        blocks.append((f"{task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
                        f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
     notes = [
         "Score x100 on the task's dev split (MNLI: matched; the heading gives its size), the task's key score "
@@ -113,12 +117,12 @@ def table(frame: pd.DataFrame, labels: dict) -> report.Table:
         "(0 for the lossless student, whose Kronecker factors B are 1x1).",
         "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",
     ]
-    return report.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
+    return render.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
 
 
 def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
     panels = list(frame.groupby(["task", "variant"], sort=True))
-    fig, axes = report.grid(len(panels), width=4.2)
+    fig, axes = figures.grid(len(panels), width=4.2)
     for ax, ((task, variant), group) in zip(axes, panels):
         for family, rows in group.groupby("family", sort=False):
             ax.plot(rows["compression_factor"], 100 * rows["score"], marker=FAMILY_MARKERS.get(family, "o"),
@@ -133,12 +137,12 @@ def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
         ax.xaxis.set_minor_locator(plt.NullLocator())   # the rungs are the only ticks worth reading
         ax.set_xlabel("compression factor (log)", fontsize=7)
         ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(f"{equal_size.task_label(task)} ({variant})", fontsize=9)
+        ax.set_title(f"{task_label(task)} ({variant})", fontsize=9)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Same task KD for every rung; compression factor 1 is the lossless student (B 1x1)."
-    return report.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
+    return figures.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
 
 
 def dose_frame(frame: pd.DataFrame, runs, config: dict) -> pd.DataFrame:
@@ -149,16 +153,16 @@ def dose_frame(frame: pd.DataFrame, runs, config: dict) -> pd.DataFrame:
     return dose.sort_values(["task", "model", "general_kd_epochs"], kind="stable").reset_index(drop=True)
 
 
-def dose_table(dose: pd.DataFrame, labels: dict) -> report.Table:
+def dose_table(dose: pd.DataFrame, labels: dict) -> render.Table:
     blocks = []
     for (task, model), group in dose.groupby(["task", "model"], sort=True):
         first = group.iloc[0]
         majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
         header = ["General-KD epochs", "General-KD loss at the end", "Score (% of teacher)", "Margin retention"]
-        rows = [[f"{r['general_kd_epochs']:.0f}", report.fmt_number(r["general_kd_last_loss"], 2), _score_cell(r),
-                 report.MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
+        rows = [[f"{r['general_kd_epochs']:.0f}", fmt_number(r["general_kd_last_loss"], 2), _score_cell(r),
+                 MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
                 for _, r in group.iterrows()]
-        blocks.append((f"{labels.get(model, model)} on {equal_size.task_label(task)}: teacher {100 * first['teacher']:.1f}, "
+        blocks.append((f"{labels.get(model, model)} on {task_label(task)}: teacher {100 * first['teacher']:.1f}, "
                        f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
     notes = [
         "The same task KD after 0 (the SVD init), 1, 3, ... epochs of general KD on the offline corpus "
@@ -167,12 +171,12 @@ def dose_table(dose: pd.DataFrame, labels: dict) -> report.Table:
         "General-KD loss: the sum of the embedding, attention and hidden-state terms at the last step of that point.",
         "Score, % of teacher, margin retention and the majority marks as in ladder.md.",
     ]
-    return report.Table("dose", "Dose-response: task-KD score against general-KD epochs", blocks, notes)
+    return render.Table("dose", "Dose-response: task-KD score against general-KD epochs", blocks, notes)
 
 
 def dose_figure(dose: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
     panels = list(dose.groupby("task", sort=True))
-    fig, axes = report.grid(len(panels), width=4.2)
+    fig, axes = figures.grid(len(panels), width=4.2)
     for ax, (task, group) in zip(axes, panels):
         for model, rows in group.groupby("model", sort=True):
             ax.plot(rows["general_kd_epochs"], 100 * rows["score"], marker="o", label=labels.get(model, model))
@@ -186,17 +190,12 @@ def dose_figure(dose: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_xlabel("general-KD epochs of the offline corpus", fontsize=7)
         ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(equal_size.task_label(task), fontsize=9)
+        ax.set_title(task_label(task), fontsize=9)
         ax.tick_params(labelsize=7)
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Same task KD after each general-KD budget; 0 is the SVD init."
-    return report.save_figure(fig, out_dir, "dose", caption, legend_width=0.3)
-
-
-def _write_table(out_dir: Path, rendered: report.Table) -> None:
-    report.write_text(out_dir / f"{rendered.name}.md", report.render_markdown(rendered))
-    report.write_text(out_dir / f"{rendered.name}.tex", report.render_latex(rendered))
+    return figures.save_figure(fig, out_dir, "dose", caption, legend_width=0.3)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
@@ -206,12 +205,12 @@ def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
     labels = {name: spec.get("label", name) for name, spec in config["students"].items()}
     ladder = frame[frame["variant"].isin(config["ladder"]["variants"])].reset_index(drop=True)
     write_csv(out_dir / "ladder.csv", ladder)
-    _write_table(out_dir, table(ladder, labels))
+    render.write_table(table(ladder, labels), out_dir)
     figure(ladder, out_dir, labels)
     dose = dose_frame(frame, runs, config)
     if not dose.empty:
         write_csv(out_dir / "dose.csv", dose)
-        _write_table(out_dir, dose_table(dose, labels))
+        render.write_table(dose_table(dose, labels), out_dir)
         dose_figure(dose, out_dir, labels)
     log.info("sanity ladder: %d rows, dose-response: %d rows, into %s", len(ladder), len(dose), out_dir)
     return ladder

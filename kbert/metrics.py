@@ -188,7 +188,7 @@ def squad_v2(predictions: dict[str, str], references: dict[str, list[str]],
     that normalise to "") marks an unanswerable question. A question is predicted
     unanswerable when its prediction is "" or when ``null_odds[qid] > null_threshold``.
     ``best_*`` search that threshold; they are informative only when ``predictions``
-    hold each question's best non-null answer (``kbert.data.squad_best_spans``), not
+    hold each question's best non-null answer (``kbert.data.squad.squad_best_spans``), not
     answers already thresholded by ``postprocess_squad``.
     """
     _check_ids(predictions, references)

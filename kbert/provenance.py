@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from kbert import REPO_ROOT
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

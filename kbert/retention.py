@@ -18,7 +18,11 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
+
+from kbert.metrics import compute_metrics, key_score
+from kbert.tasks import get_task
 
 MIN_TEACHER_MARGIN = 0.05  # a teacher < 5 points above the majority has nothing to distil
 NEAR_MAJORITY = 0.02       # a score within 2 points of the majority is marked "at majority"
@@ -66,6 +70,34 @@ def at_majority(score: float, majority) -> bool:
     return not pd.isna(score) and abs(score - baseline(majority)) <= NEAR_MAJORITY + 1e-12
 
 
+def majority_class_metrics(task: str, data_cfg: dict) -> dict[str, dict[str, float | None]]:
+    """Per eval split, every metric (and ``score``, the key score) of a constant answer:
+    what a model reaches without learning the task.
+
+    Classification: always the most frequent training label. Span tasks: always "no
+    answer" (0 on SQuAD v1.1, the share of unanswerable questions on v2.0). Regression:
+    None, since a constant prediction has no correlation.
+    """
+    from kbert.data.task_data import eval_rows, train_rows   # loads data (no torch)
+
+    spec = get_task(task)
+    if spec.kind == "regression":
+        return {split: dict.fromkeys((*spec.metrics, "score")) for split in spec.eval_splits}
+    if spec.kind == "classification":
+        majority = int(np.bincount(train_rows(task, data_cfg)[spec.label_column]).argmax())
+    out = {}
+    for split in spec.eval_splits:
+        rows = eval_rows(task, split, data_cfg)
+        if spec.kind == "span":
+            metrics = compute_metrics(task, {qid: "" for qid in rows["id"]},
+                                      {qid: a["text"] for qid, a in zip(rows["id"], rows["answers"])})
+        else:
+            labels = np.asarray(rows[spec.label_column])
+            metrics = compute_metrics(task, np.full_like(labels, majority), labels)
+        out[split] = {**metrics, "score": key_score(task, metrics)}
+    return out
+
+
 MAJORITY_COLUMNS = ["task", "eval_split", "metric", "majority"]
 
 
@@ -74,7 +106,7 @@ def majority_frame(config: dict, tasks=None) -> pd.DataFrame:
     the key score; empty ``majority`` where a constant has no score (regression).
     ``tasks``: default every configured task that has data."""
     from kbert.config import unavailable_tasks
-    from kbert.evaluate import data_settings, majority_class_metrics   # loads data: torch
+    from kbert.data.task_data import data_settings
 
     if tasks is None:
         tasks = [t for t in config["tasks"] if t not in unavailable_tasks(config)]

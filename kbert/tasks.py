@@ -23,6 +23,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 STATUSES = ("full", "subset", "derived", "unavailable")
+#: SQuAD sliding-window overlap in tokens (HF run_qa default); the config's ``doc_stride``
+#: defaults to the same value (workflow/schemas/config.schema.yaml).
+DOC_STRIDE = 128
 KINDS = ("classification", "regression", "span")
 
 
@@ -76,6 +79,7 @@ def unavailable(note: str) -> OfflineSplit:
 @dataclass(frozen=True)
 class TaskSpec:
     name: str                       # "mrpc", "mnli", "squad_v1", ...
+    label: str                      # as the papers print it: "SST-2", "SQuAD v1.1"
     kind: str                       # "classification" | "regression" | "span"
     text_columns: tuple[str, ...]   # ("sentence1", "sentence2"); SQuAD: ("question", "context")
     label_names: tuple[str, ...]    # HF order; () for regression/span
@@ -86,7 +90,7 @@ class TaskSpec:
     hub: HubSource
     offline: dict[str, OfflineSplit]    # "train" and every eval split
     version_2_with_negative: bool = False   # SQuAD v2.0: questions may have no answer
-    doc_stride: int = 128                   # SQuAD sliding-window overlap (HF run_qa default)
+    main_label: str = ""                    # label of the first eval split (MNLI-m); default: label
     label_column: str = field(default="label")
 
     def __post_init__(self):
@@ -128,11 +132,11 @@ def _parquet(folder: str, split: str, status: str = "full") -> OfflineSplit:
     return OfflineSplit(files=(f"glue/{folder}/{split}.parquet",), status=status)
 
 
-def _glue(name, text_columns, label_names, metrics, key_metrics, hub_sizes, offline,
-          eval_splits=("validation",)) -> TaskSpec:
+def _glue(name, label, text_columns, label_names, metrics, key_metrics, hub_sizes, offline,
+          eval_splits=("validation",), main_label="") -> TaskSpec:
     kind = "regression" if not label_names else "classification"
     return TaskSpec(
-        name=name, kind=kind, text_columns=text_columns, label_names=label_names,
+        name=name, label=label, main_label=main_label, kind=kind, text_columns=text_columns, label_names=label_names,
         metrics=tuple(f"{name}_{m}" for m in metrics),
         key_metrics=tuple(f"{name}_{m}" for m in key_metrics),
         max_seq_length=128, eval_splits=eval_splits,
@@ -141,27 +145,27 @@ def _glue(name, text_columns, label_names, metrics, key_metrics, hub_sizes, offl
 
 
 GLUE = [
-    _glue("cola", ("sentence",), ("unacceptable", "acceptable"), ["mcc"], ["mcc"],
+    _glue("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), ["mcc"], ["mcc"],
           {"train": 8551, "validation": 1043},
           {"train": _parquet("CoLA", "train"), "validation": _parquet("CoLA", "validation")}),
-    _glue("sst2", ("sentence",), ("negative", "positive"), ["acc"], ["acc"],
+    _glue("sst2", "SST-2", ("sentence",), ("negative", "positive"), ["acc"], ["acc"],
           {"train": 67349, "validation": 872},
           # The official train parquet is LFS-only in the source; ALPS re-split the very
           # same 67,349 rows into two TSVs, so together they are the full train split.
           {"train": OfflineSplit(("glue/SST-2/alps_train_part.tsv", "glue/SST-2/alps_dev_part.tsv"),
                                  "full", note="ALPS train_part + dev_part = official train"),
            "validation": _parquet("SST-2", "validation")}),
-    _glue("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
+    _glue("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
           ["f1", "acc"], ["f1", "acc"], {"train": 3668, "validation": 408},
           {"train": _parquet("MRPC", "train"), "validation": _parquet("MRPC", "validation")}),
-    _glue("stsb", ("sentence1", "sentence2"), (), ["pearson", "spearman"],
+    _glue("stsb", "STS-B", ("sentence1", "sentence2"), (), ["pearson", "spearman"],
           ["pearson", "spearman"], {"train": 5749, "validation": 1500},
           {"train": _parquet("STS-B", "train"), "validation": _parquet("STS-B", "validation")}),
-    _glue("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"),
+    _glue("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
           ["f1", "acc"], ["f1", "acc"], {"train": 363846, "validation": 40430},
           {"train": unavailable("QQP exists only as Git-LFS pointers in the source repo"),
            "validation": unavailable("QQP exists only as Git-LFS pointers in the source repo")}),
-    _glue("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+    _glue("mnli", "MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
           ["acc"], ["acc"],
           {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832},
           # Only the two 1,000-example TextFooler dev subsets exist offline. Train on half
@@ -177,8 +181,8 @@ GLUE = [
            "validation_mismatched": OfflineSplit(("glue/MNLI/textfooler_mismatched.tsv",),
                                                  "subset",
                                                  columns=("label", "premise", "hypothesis"))},
-          eval_splits=("validation_matched", "validation_mismatched")),
-    _glue("qnli", ("question", "sentence"), ("entailment", "not_entailment"), ["acc"], ["acc"],
+          eval_splits=("validation_matched", "validation_mismatched"), main_label="MNLI-m"),
+    _glue("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"), ["acc"], ["acc"],
           {"train": 104743, "validation": 5463},
           # Only QNLI dev exists offline: split it by question so that no question is
           # seen in training with one sentence and evaluated with another.
@@ -186,10 +190,10 @@ GLUE = [
                                  derived=Derived("question", "train")),
            "validation": OfflineSplit(("glue/QNLI/validation.parquet",), "derived",
                                       derived=Derived("question", "eval"))}),
-    _glue("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ["acc"], ["acc"],
+    _glue("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ["acc"], ["acc"],
           {"train": 2490, "validation": 277},
           {"train": _parquet("RTE", "train"), "validation": _parquet("RTE", "validation")}),
-    _glue("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ["acc"], ["acc"],
+    _glue("wnli", "WNLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ["acc"], ["acc"],
           {"train": 635, "validation": 71},
           {"train": _parquet("WNLI", "train"), "validation": _parquet("WNLI", "validation")}),
 ]
@@ -201,7 +205,7 @@ SQUAD_V2_COLUMNS = ("em", "f1", "hasans_em", "hasans_f1", "noans_em", "noans_f1"
 
 SQUAD = [
     TaskSpec(
-        name="squad_v1", kind="span", text_columns=("question", "context"), label_names=(),
+        name="squad_v1", label="SQuAD v1.1", kind="span", text_columns=("question", "context"), label_names=(),
         metrics=("squad_v1_em", "squad_v1_f1"), key_metrics=("squad_v1_em", "squad_v1_f1"),
         max_seq_length=384, eval_splits=("validation",),
         hub=HubSource("rajpurkar/squad", "plain_text",
@@ -215,7 +219,7 @@ SQUAD = [
         },
     ),
     TaskSpec(
-        name="squad_v2", kind="span", text_columns=("question", "context"), label_names=(),
+        name="squad_v2", label="SQuAD v2.0", kind="span", text_columns=("question", "context"), label_names=(),
         metrics=tuple(f"squad_v2_{m}" for m in SQUAD_V2_COLUMNS),
         key_metrics=("squad_v2_em", "squad_v2_f1"),
         max_seq_length=384, eval_splits=("validation",),
@@ -247,3 +251,15 @@ def get_task(name: str | TaskSpec) -> TaskSpec:
     if key not in TASKS:
         raise ValueError(f"unknown task {name!r}; valid tasks: {', '.join(TASKS)}")
     return TASKS[key]
+
+
+def is_glue(name: str) -> bool:
+    """Whether ``name`` is a GLUE task (a name outside the registry is not)."""
+    return name in GLUE_TASKS
+
+
+def task_label(name: str) -> str:
+    """The label of a task's main (first) eval split, as one-number tables show it
+    (MNLI: MNLI-m); a name outside the registry passes through."""
+    spec = TASKS.get(name)
+    return name if spec is None else spec.main_label or spec.label

@@ -372,3 +372,10 @@ def test_mlm_and_nsp_weights_are_refused_not_ignored(default):
         load_config(bad)
     assert "config.general_kd.losses.nsp: 1.0 would be ignored" in str(err.value)
     assert "config.general_kd.per_student.kroneckerbert_8.losses.mlm: 0.5 would be ignored" in str(err.value)
+
+
+def test_doc_stride_default_is_the_task_registry_s(default):
+    """The schema's doc_stride defaults restate kbert.tasks.DOC_STRIDE (JSON Schema cannot import it)."""
+    from kbert.tasks import DOC_STRIDE
+
+    assert default["teacher"]["finetune"]["doc_stride"] == default["task_kd"]["doc_stride"] == DOC_STRIDE

@@ -154,7 +154,7 @@ def test_dense_student_distils_from_a_real_teacher():
 
 
 def test_a_win_needs_non_overlapping_spread():
-    from kbert.equal_size import verdict
+    from kbert.report.equal_size import verdict
 
     def row(mean, sd, family, n=3):
         return {"score_mean": mean, "score_sd": sd, "family": family, "n": n}
@@ -195,7 +195,7 @@ def test_a_win_at_the_majority_class_is_marked():
     """Beating a rival by predicting the majority class is not learning; the verdict says so."""
     import pandas as pd
 
-    from kbert.equal_size import verdicts, won_at_majority
+    from kbert.report.equal_size import verdicts, won_at_majority
 
     def row(family, mean, sd, majority):
         return {"model": family, "budget": "k", "family": family, "task": "mnli", "eval_split": "validation_matched",

@@ -15,9 +15,11 @@ import pytest
 import torch
 import yaml
 
-from kbert import data as kdata
 from kbert.config import load_config
-from kbert.evaluate import eval_rows, model_inputs
+from kbert.data.batching import batches
+from kbert.data.glue import encode
+from kbert.data.task_data import eval_rows
+from kbert.evaluate import model_inputs
 from kbert.modeling import TASK_MODELS
 from kbert.recipes import compress_teacher, finetune_teacher, task_kd
 from kbert.teachers import tokenizer_for
@@ -51,9 +53,9 @@ def teacher_dir(config, tmp_path_factory):
 
 def probabilities(model_dir: Path, config: dict) -> torch.Tensor:
     model = TASK_MODELS["classification"].from_pretrained(model_dir / "model").eval()
-    rows = kdata.encode(eval_rows("mrpc", "validation", config["data"]), "mrpc", tokenizer_for(config["teacher"]), 64)
+    rows = encode(eval_rows("mrpc", "validation", config["data"]), "mrpc", tokenizer_for(config["teacher"]), 64)
     with torch.no_grad():
-        logits = torch.cat([model(**model_inputs(b)).logits for b in kdata.batches(rows, 16, shuffle=False)])
+        logits = torch.cat([model(**model_inputs(b)).logits for b in batches(rows, 16, shuffle=False)])
     return logits.softmax(-1)   # (examples, 2)
 
 

@@ -12,7 +12,8 @@ import sys
 import pytest
 import yaml
 
-from kbert import cli, data
+from kbert import cli
+from kbert.data import files, splits
 from kbert.provenance import atomic_path, sha256_file
 from test_workflow_dryrun import CONFIGS, REPO
 
@@ -49,10 +50,10 @@ def test_cli_is_offline_before_huggingface_hub_is_imported():
 
 @pytest.mark.parametrize("error", [
     "kbert.training.NonFiniteLoss('task KD: non-finite loss nan at step 3; lower the learning rate')",
-    "kbert.data.HubOfflineError('source=hub needs glue from the Hugging Face Hub, but HF_HUB_OFFLINE is set')",
+    "kbert.data.hub.HubOfflineError('source=hub needs glue from the Hugging Face Hub, but HF_HUB_OFFLINE is set')",
 ])
 def test_user_errors_are_one_line_without_traceback(monkeypatch, capsys, tmp_path, error):
-    import kbert.data
+    import kbert.data.hub
     import kbert.recipes.compress_teacher
     import kbert.training
 
@@ -82,7 +83,7 @@ def test_yaml_syntax_error_names_file_and_line(tmp_path, capsys):
 def _private_data(tmp_path, *relpaths):
     for rel in relpaths:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / rel).write_bytes((data.data_root() / rel).read_bytes())
+        (tmp_path / rel).write_bytes((files.data_root() / rel).read_bytes())
     return tmp_path
 
 
@@ -96,8 +97,8 @@ def test_parquet_that_is_not_parquet_names_the_file(tmp_path):
     root = _private_data(tmp_path, rel)
     (root / rel).write_bytes(b"PAR1 this is not parquet at all PAR1")
     _write_sums(root)
-    with pytest.raises(data.DataError, match=r"WNLI/validation\.parquet: not a readable parquet file"):
-        data.load_split("wnli", "validation", data_dir=root)
+    with pytest.raises(files.DataError, match=r"WNLI/validation\.parquet: not a readable parquet file"):
+        splits.load_split("wnli", "validation", data_dir=root)
 
 
 def test_empty_tsv_names_the_file(tmp_path):
@@ -105,10 +106,10 @@ def test_empty_tsv_names_the_file(tmp_path):
     (tmp_path / rel).parent.mkdir(parents=True)
     (tmp_path / rel).write_text("")
     _write_sums(tmp_path)
-    with pytest.raises(data.DataError, match=r"textfooler_mismatched\.tsv is empty"):
-        data._read_tsv(tmp_path / rel, None)
-    with pytest.raises(data.DataError, match=r"textfooler_mismatched\.tsv is empty"):
-        data.load_split("mnli", "validation_mismatched", data_dir=tmp_path)
+    with pytest.raises(files.DataError, match=r"textfooler_mismatched\.tsv is empty"):
+        files._read_tsv(tmp_path / rel, None)
+    with pytest.raises(files.DataError, match=r"textfooler_mismatched\.tsv is empty"):
+        splits.load_split("mnli", "validation_mismatched", data_dir=tmp_path)
 
 
 def test_data_check_of_one_task_reads_only_its_files_and_lists_every_bad_one(tmp_path, monkeypatch, capsys):
@@ -130,7 +131,7 @@ def test_data_check_covers_the_general_kd_corpus(tmp_path, monkeypatch, capsys):
     root = _private_data(tmp_path, rel)
     _write_sums(root)
     (root / rel).write_text("altered")
-    monkeypatch.setattr(data, "describe_tasks", lambda *args, **kwargs: data.pd.DataFrame())
+    monkeypatch.setattr(splits, "describe_tasks", lambda *args, **kwargs: splits.pd.DataFrame())
     monkeypatch.setenv("KBERT_DATA_DIR", str(root))
     assert cli.main(["data"]) == 2
     assert f"{root / rel} is corrupt or altered" in capsys.readouterr().err

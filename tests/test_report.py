@@ -8,7 +8,12 @@ import math
 import pandas as pd
 import pytest
 
-from kbert import report
+from kbert.report.aggregate import aggregate
+from kbert.report.cells import our_cell, split_kind, split_tag
+from kbert.report.figures import our_points, write_figures
+from kbert.report.published import PAPER_GLUE_COLUMNS, column_spec, load_published, published_row
+from kbert.report.retention_csv import retention_pct
+from kbert.report.tables import LAYOUTS, score_table, write_tables
 
 STUDENTS = {"kroneckerbert_8": (14_654_216, 7.47, 5.475e9),
             "kroneckerbert_21": (5_228_272, 20.9, 1.403e9)}
@@ -81,12 +86,12 @@ def outputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("report")
     write_runs(root)
     results = root / "results"
-    frames = report.aggregate([root / "runs"], results,
+    frames = aggregate([root / "runs"], results,
                               unavailable=["qqp", {"task": "squad_v2", "reason": "no data"}],
                               majority=MAJORITY)
     write_efficiency(results)
-    tables = report.write_tables(results)
-    figures = report.write_figures(results, root / "figures")
+    tables = write_tables(results)
+    figures = write_figures(results, root / "figures")
     return {"root": root, "results": results, "frames": frames, "tables": tables,
             "figures": figures}
 
@@ -156,7 +161,7 @@ def test_retention_hand_worked(outputs):
                           "and metric == 'mrpc_f1'").iloc[0]
     assert row["teacher"] == TEACHER
     assert row["retention_pct"] == pytest.approx(0.82 / 0.88 * 100)     # 93.18
-    assert report.retention_pct(0.5, 0.0) != report.retention_pct(0.5, 0.0)  # NaN for teacher 0
+    assert retention_pct(0.5, 0.0) != retention_pct(0.5, 0.0)  # NaN for teacher 0
 
 
 def test_tables_show_paper_and_ours(outputs):
@@ -192,37 +197,37 @@ def test_figures_exist_and_are_not_empty(outputs):
 
 def test_figures_skip_cleanly_without_inputs(tmp_path, caplog):
     with caplog.at_level("INFO"):
-        assert report.write_figures(tmp_path, tmp_path / "figures") == []
+        assert write_figures(tmp_path, tmp_path / "figures") == []
     assert "skipping" in caplog.text
     assert list((tmp_path / "figures").iterdir()) == []
 
 
 def test_tables_without_results_show_only_published(tmp_path):
-    report.write_tables(tmp_path)
+    write_tables(tmp_path)
     table2 = (tmp_path / "tables" / "table2_glue_cf_lt_10.md").read_text()
     assert "KroneckerBERT_8" in table2 and "ours" not in table2.split("\n- ")[0]
 
 
 def test_published_yaml_is_complete():
-    published = report.load_published()
+    published = load_published()
     for table_id, table in published["tables"].items():
         assert table["citation"] and table["ref"], table_id
         assert table["source"] in published["sources"], table_id
         assert table["split"] in {"test", "dev", "n/a"}, table_id
-        keys = [report.column_spec(published, c)["key"] for c in table["columns"]]
+        keys = [column_spec(published, c)["key"] for c in table["columns"]]
         for row in table["rows"]:
             assert set(row) <= {"model", "label", "variant", "role", "values", "notes", "setup", "id"}, row
             assert set(row["values"]) <= set(keys), (table_id, row["id"])
-    kb8 = report.published_row(published, "kb_table2", "kroneckerbert_8")["values"]
+    kb8 = published_row(published, "kb_table2", "kroneckerbert_8")["values"]
     assert kb8["mnli_m"] == 83.0 and published["models"]["kroneckerbert_8"]["params_m"] == 14.3
     assert published["models"]["mobilebert_tiny"]["gflops"] == 3.1
 
 
 def test_split_tags_separate_mnli_halves():
-    assert report.split_tag("validation_matched") == "matched"
-    assert report.split_tag("validation_mismatched") == "mismatched"
-    assert report.split_tag("validation") == ""
-    assert report.split_kind("test") == "test" and report.split_kind("validation") == "dev"
+    assert split_tag("validation_matched") == "matched"
+    assert split_tag("validation_mismatched") == "mismatched"
+    assert split_tag("validation") == ""
+    assert split_kind("test") == "test" and split_kind("validation") == "dev"
 
 
 def test_our_cell_prefers_the_papers_split_and_picks_mnli_halves():
@@ -233,13 +238,13 @@ def test_our_cell_prefers_the_papers_split_and_picks_mnli_halves():
         "notes": [None] * 4, "n": [1, 1, 1, 1],
         "mnli_acc_mean": [0.70, 0.71, None, None], "mnli_acc_sd": [None] * 4,
         "mrpc_f1_mean": [None, None, 0.80, 0.78], "mrpc_f1_sd": [None] * 4})
-    published = report.load_published()
-    cell = report.our_cell(summary, report.column_spec(published, "mnli_mm"), "dev")
+    published = load_published()
+    cell = our_cell(summary, column_spec(published, "mnli_mm"), "dev")
     assert cell.value == pytest.approx(0.71) and cell.show() == "71.0"
-    on_test = report.our_cell(summary, report.column_spec(published, "mrpc_f1"), "test")
+    on_test = our_cell(summary, column_spec(published, "mrpc_f1"), "test")
     assert on_test.show() == "78.0" and on_test.eval_split == "test"
-    on_dev = report.our_cell(summary[summary["eval_split"] != "test"],
-                             report.column_spec(published, "mrpc_f1"), "test")
+    on_dev = our_cell(summary[summary["eval_split"] != "test"],
+                             column_spec(published, "mrpc_f1"), "test")
     assert on_dev.show() == "80.0*"
 
 
@@ -262,11 +267,11 @@ def test_paper_way_retention_is_a_ratio_of_averages_over_shared_columns():
     ratio, columns = paper_way_retention({"a": 0.6, "b": 0.2, "c": 0.9},
                                          {"a": 0.8, "b": 0.4, "c": math.nan})
     assert columns == ["a", "b"] and ratio == pytest.approx(0.4 / 0.6)   # not mean(0.75, 0.5)
-    published = report.load_published()            # the paper's own 97.7% (Table 2, 9 columns)
-    kb8 = report.published_row(published, "kb_table2", "kroneckerbert_8")["values"]
-    bert = report.published_row(published, "kb_table2", "bert_base")["values"]
-    ratio, columns = paper_way_retention({c: kb8[c] for c in report.PAPER_GLUE_COLUMNS},
-                                         {c: bert[c] for c in report.PAPER_GLUE_COLUMNS})
+    published = load_published()            # the paper's own 97.7% (Table 2, 9 columns)
+    kb8 = published_row(published, "kb_table2", "kroneckerbert_8")["values"]
+    bert = published_row(published, "kb_table2", "bert_base")["values"]
+    ratio, columns = paper_way_retention({c: kb8[c] for c in PAPER_GLUE_COLUMNS},
+                                         {c: bert[c] for c in PAPER_GLUE_COLUMNS})
     assert len(columns) == 9 and "wnli" not in columns and 100 * ratio == pytest.approx(97.7, abs=0.05)
 
 
@@ -297,10 +302,10 @@ def test_score_vs_flops_uses_each_tasks_own_flops():
     """A GLUE panel's FLOPs are at seq 128, not the SQuAD (seq 384) count of the same model."""
     summary = pd.DataFrame([summary_row("kb", "mrpc", "mrpc_f1", 0.8, flops=1e9),
                             summary_row("kb", "squad_v1", "squad_v1_f1", 0.5, flops=3.5e9)])
-    published = report.load_published()
-    (point,) = report.our_points(summary, report.column_spec(published, "mrpc_f1"))
+    published = load_published()
+    (point,) = our_points(summary, column_spec(published, "mrpc_f1"))
     assert point[2] == 1e9
-    (point,) = report.our_points(summary, report.column_spec(published, "squad_v1_f1"))
+    (point,) = our_points(summary, column_spec(published, "squad_v1_f1"))
     assert point[2] == 3.5e9
 
 
@@ -311,10 +316,10 @@ def test_table_average_covers_only_shared_columns_and_marks_the_majority():
             summary_row("kroneckerbert_8", "sst2", "sst2_acc", 0.40),
             summary_row("kronecker_aug", "mrpc", "mrpc_f1", 0.70)]
     summary = pd.DataFrame(rows)
-    published = report.load_published()
-    layout = next(l for l in report.LAYOUTS if l.name == "table4_7_glue_dev")
+    published = load_published()
+    layout = next(l for l in LAYOUTS if l.name == "table4_7_glue_dev")
     majority = {("sst2", "validation", "sst2_acc"): 0.41, ("sst2", "validation", "score"): 0.41}
-    table = report.score_table(published, layout, summary[summary["family"] != "teacher"],
+    table = score_table(published, layout, summary[summary["family"] != "teacher"],
                                summary[summary["family"] == "teacher"], majority)
     _, header, main = table.blocks[0]
     ours = {row[0]: dict(zip(header, row)) for row in main if row[1] == "ours"}

@@ -9,8 +9,12 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from kbert import data
-from kbert.data import DataError, HubOfflineError, load_split
+from kbert.data.batching import batch_indices, batches, num_batches
+from kbert.data.corpora import load_corpus
+from kbert.data.files import DataError, data_root
+from kbert.data.glue import encode
+from kbert.data.hub import HubOfflineError
+from kbert.data.splits import data_checksum, describe_tasks, load_split, split_status
 from kbert.tasks import GLUE_TASKS, SQUAD_TASKS, TASKS, get_task
 
 
@@ -40,12 +44,12 @@ def test_unknown_task_lists_valid_names():
 
 
 def test_statuses_say_what_is_missing():
-    assert data.split_status("qqp", "train") == "unavailable"
-    assert data.split_status("qqp", "validation", source="hub") == "full"
-    assert data.split_status("sst2", "train") == "full"
-    assert data.split_status("squad_v1", "train") == "subset"
-    assert data.split_status("mnli", "validation_mismatched") == "subset"
-    assert {data.split_status(t, s) for t in ("qnli", "squad_v2") for s in ("train", "validation")} == {"derived"}
+    assert split_status("qqp", "train") == "unavailable"
+    assert split_status("qqp", "validation", source="hub") == "full"
+    assert split_status("sst2", "train") == "full"
+    assert split_status("squad_v1", "train") == "subset"
+    assert split_status("mnli", "validation_mismatched") == "subset"
+    assert {split_status(t, s) for t in ("qnli", "squad_v2") for s in ("train", "validation")} == {"derived"}
     with pytest.raises(DataError, match="qqp train is unavailable offline"):
         load_split("qqp", "train")
     with pytest.raises(ValueError, match="no split 'test'.*validation_matched"):
@@ -53,7 +57,7 @@ def test_statuses_say_what_is_missing():
 
 
 def test_describe_tasks_lists_every_split_including_unavailable():
-    table = data.describe_tasks()
+    table = describe_tasks()
     assert len(table) == sum(len(s.splits) for s in TASKS.values())
     qqp = table[table.task == "qqp"]
     assert list(qqp.status) == ["unavailable", "unavailable"] and list(qqp.n_examples) == [0, 0]
@@ -128,11 +132,11 @@ def test_subsample_is_deterministic_in_seed():
 
 
 def test_data_checksum():
-    digest = data.data_checksum("mrpc")
-    assert len(digest) == 64 and digest == data.data_checksum("mrpc")
-    assert digest != data.data_checksum("rte")
+    digest = data_checksum("mrpc")
+    assert len(digest) == 64 and digest == data_checksum("mrpc")
+    assert digest != data_checksum("rte")
     with pytest.raises(DataError, match="unavailable offline"):
-        data.data_checksum("qqp")
+        data_checksum("qqp")
 
 
 # ---------------------------------------------------------------------------- bad files
@@ -144,7 +148,7 @@ def _copy_data(tmp_path, *relpaths):
 
     for rel in relpaths:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy(data.data_root() / rel, tmp_path / rel)
+        shutil.copy(data_root() / rel, tmp_path / rel)
     write_sums(tmp_path, relpaths, sha256_file)
     return tmp_path
 
@@ -232,7 +236,7 @@ def test_hub_loader_fails_at_once_when_offline(monkeypatch):
     with pytest.raises(HubOfflineError, match="nyu-mll/glue.*HF_DATASETS_OFFLINE"):
         load_split("mrpc", "validation", source="hub")
     with pytest.raises(HubOfflineError, match="wikimedia/wikipedia"):
-        data.load_corpus("wikipedia", fraction=0.1)
+        load_corpus("wikipedia", fraction=0.1)
     assert time.monotonic() - start < 2.0
     with pytest.raises(ValueError, match="unknown data source 'web'"):
         load_split("mrpc", "validation", source="web")
@@ -318,28 +322,28 @@ def test_wikipedia_corpus_through_local_mirror(tmp_path):
                                            "url": [""] * 40, "title": [f"T{i}" for i in range(40)],
                                            "text": [f"article {i} text" for i in range(40)]})
     _write_hub_split(articles, repo / "20231101.en" / "train-00000-of-00001.parquet")
-    sample = data.load_corpus("wikipedia", fraction=0.1, seed=3, hub_dir=tmp_path)
-    assert len(sample) == 4 and sample == data.load_corpus("wikipedia", fraction=0.1, seed=3, hub_dir=tmp_path)
+    sample = load_corpus("wikipedia", fraction=0.1, seed=3, hub_dir=tmp_path)
+    assert len(sample) == 4 and sample == load_corpus("wikipedia", fraction=0.1, seed=3, hub_dir=tmp_path)
 
 
 # ---------------------------------------------------------------------------- corpora
 
 
 def test_bundled_corpora():
-    wiki = data.load_corpus("wikitext2")
+    wiki = load_corpus("wikitext2")
     assert len(wiki) > 50
     assert wiki[0].startswith("Homarus gammarus , known as the European lobster")
     assert not any(line.startswith("= ") for doc in wiki for line in doc.split("\n"))
-    paragraphs = data.load_corpus("squad_paragraphs")
+    paragraphs = load_corpus("squad_paragraphs")
     assert len(paragraphs) == len(set(paragraphs)) > 2000
     dev_contexts = set(load_split("squad_v1", "validation")["context"])
     assert not set(paragraphs) & dev_contexts                     # never evaluation text
-    half = data.load_corpus("wikitext2", fraction=0.5, seed=1)
+    half = load_corpus("wikitext2", fraction=0.5, seed=1)
     assert len(half) == -(-len(wiki) // 2) and set(half) <= set(wiki)
     with pytest.raises(ValueError, match="unknown corpus 'bookcorpus'.*wikitext2"):
-        data.load_corpus("bookcorpus")
+        load_corpus("bookcorpus")
     with pytest.raises(ValueError, match="fraction"):
-        data.load_corpus("wikitext2", fraction=0.0)
+        load_corpus("wikitext2", fraction=0.0)
 
 
 # ---------------------------------------------------------------------------- tokenisation
@@ -355,25 +359,25 @@ def tokenizer():
 
 def test_encode_pairs_and_regression(tokenizer):
     rows = load_split("mrpc", "validation", max_examples=40)
-    encoded = data.encode(rows, "mrpc", tokenizer, max_seq_length=32)
+    encoded = encode(rows, "mrpc", tokenizer, max_seq_length=32)
     assert set(encoded.column_names) == {"input_ids", "token_type_ids", "attention_mask", "labels"}
     assert max(len(ids) for ids in encoded["input_ids"]) <= 32
     assert list(encoded["labels"]) == list(rows["label"])
     first = tokenizer.decode(encoded[0]["input_ids"])
     assert first.startswith("[CLS]") and first.count("[SEP]") == 2
-    stsb = data.encode(load_split("stsb", "validation", max_examples=8), "stsb", tokenizer)
-    batch = next(data.batches(stsb, 8, shuffle=False))
+    stsb = encode(load_split("stsb", "validation", max_examples=8), "stsb", tokenizer)
+    batch = next(batches(stsb, 8, shuffle=False))
     assert batch["labels"].dtype.is_floating_point
     with pytest.raises(ValueError, match="prepare_squad"):
-        data.encode(load_split("squad_v1", "validation", max_examples=2), "squad_v1", tokenizer)
+        encode(load_split("squad_v1", "validation", max_examples=2), "squad_v1", tokenizer)
 
 
 def test_batches_bucket_pad_and_are_deterministic(tokenizer):
-    encoded = data.encode(load_split("sst2", "validation", max_examples=200), "sst2", tokenizer)
+    encoded = encode(load_split("sst2", "validation", max_examples=200), "sst2", tokenizer)
     lengths = [len(ids) for ids in encoded["input_ids"]]
 
     def run(**kw):
-        return list(data.batches(encoded, 16, shuffle=True, pad_token_id=tokenizer.pad_token_id, **kw))
+        return list(batches(encoded, 16, shuffle=True, pad_token_id=tokenizer.pad_token_id, **kw))
 
     first, again, other = run(seed=0, epoch=0), run(seed=0, epoch=0), run(seed=0, epoch=1)
     assert all(torch_equal(a["input_ids"], b["input_ids"]) for a, b in zip(first, again))
@@ -382,7 +386,7 @@ def test_batches_bucket_pad_and_are_deterministic(tokenizer):
     for batch in first:
         assert batch["input_ids"].dtype == batch["labels"].dtype == torch_long()
         assert batch["input_ids"].shape[1] == int(batch["attention_mask"].sum(1).max())  # dynamic padding
-    rows = [list(r) for r in data.batch_indices(lengths, 16, shuffle=True)]
+    rows = [list(r) for r in batch_indices(lengths, 16, shuffle=True)]
     assert sorted(i for r in rows for i in r) == list(range(200))
     padding = sum(len(r) * max(lengths[i] for i in r) for r in rows)
     assert padding < sum(len(r) * max(lengths[i] for i in r)
@@ -400,7 +404,6 @@ def torch_long():
 
 
 def test_num_batches_counts_what_batch_indices_yields():
-    from kbert.data import batch_indices, num_batches
 
     lengths = list(range(1, 1000))
     for batch_size in (1, 7, 32):

@@ -26,9 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
+from kbert import REPO_ROOT
 from kbert.augment import basic_tokens, is_candidate, load_glove, mlm_candidates
 from kbert.bench import timing
-from kbert.provenance import REPO_ROOT, update_csv
+from kbert.provenance import update_csv
 
 # Short English sentences of GLUE-like length (SST-2, MRPC, RTE style), all distinct so
 # that no per-sentence cache helps the batched side.

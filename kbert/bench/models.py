@@ -31,13 +31,13 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from kbert import REPO_ROOT
 from kbert.bench import write_rows
 from kbert.bench.timing import (
     config_defaults, environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc,
 )
 from kbert.compress import count_flops, count_parameters, student_config
 from kbert.modeling import KBertConfig, KBertModel
-from kbert.provenance import REPO_ROOT
 
 EXTRA_COLUMNS = [
     "latency_speedup", "throughput_iqr", "train_batch", "train_step_ms_median", "train_step_ms_iqr",

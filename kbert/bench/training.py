@@ -29,6 +29,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
+from kbert import REPO_ROOT
 from kbert.bench import write_rows
 from kbert.bench.models import minilm_group, tiny_group
 from kbert.bench.timing import environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc
@@ -36,7 +37,6 @@ from kbert.compress import count_parameters
 from kbert.device import Runtime, resolve_device, resolve_precision
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel
-from kbert.provenance import REPO_ROOT
 from kbert.training import backward_step
 
 STAGES = ("teacher_finetune", "general_kd", "task_kd")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from kbert.augment import augment_to_parquet, load_glove
 from kbert.config import settings
-from kbert.evaluate import data_settings, train_rows
+from kbert.data.task_data import data_settings, train_rows
 from kbert.tasks import get_task
 from kbert.teachers import tokenizer_for
 

@@ -14,9 +14,9 @@ import time
 import numpy as np
 import torch
 
-from kbert import data as kdata
 from kbert.compress import compress
 from kbert.config import settings
+from kbert.data.corpora import load_corpus
 from kbert.provenance import sha256_json
 from kbert.stage_io import provenance, write_stage
 from kbert.teachers import load_pretrained, tokenizer_for
@@ -44,7 +44,7 @@ def calibration_ids(documents: list[str], tokenizer) -> tuple[torch.Tensor, torc
 def _calibration(config: dict, student: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Calibration ids from the student's general-KD corpus (which the student trains on next)."""
     corpus = settings(config, "general_kd", student=student)["corpus"]
-    documents = [doc for name in corpus for doc in kdata.load_corpus(name, source=config["data"]["source"])]
+    documents = [doc for name in corpus for doc in load_corpus(name, source=config["data"]["source"])]
     return calibration_ids(documents, tokenizer_for(config["teacher"]))
 
 

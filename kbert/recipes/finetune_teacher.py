@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import time
 
-from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import settings
+from kbert.data import batching
+from kbert.data.splits import data_checksum
+from kbert.data.task_data import data_settings, train_features
 from kbert.device import check_batch_size, runtime
-from kbert.evaluate import data_settings, evaluate, train_features
+from kbert.evaluate import evaluate
 from kbert.stage_io import provenance, resume_dir, write_stage
 from kbert.tasks import get_task
 from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_hash, tokenizer_for
@@ -41,16 +43,16 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
     features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"])
 
     def batches(epoch):
-        return kdata.batches(features, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
+        return batching.batches(features, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
                              pad_token_id=tokenizer.pad_token_id)
 
     def step_loss(batch):
         loss = model(**batch).loss
         return loss, {"supervised": loss.item()}
 
-    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(features), s["batch_size"]),
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    data_sha256 = kdata.data_checksum(task, data_cfg["source"])
+    data_sha256 = data_checksum(task, data_cfg["source"])
     inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "data": data_cfg, "data_sha256": data_sha256}
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}",
                 inputs=inputs, runtime=rt)

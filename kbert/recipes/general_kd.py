@@ -15,8 +15,9 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from kbert import data as kdata
 from kbert.config import settings
+from kbert.data import batching
+from kbert.data.corpora import load_corpus
 from kbert.device import check_batch_size, runtime
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
@@ -71,11 +72,11 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     model = KBertModel.from_pretrained(Path(init_dir) / "model").to(rt.device)
 
     source = config["data"]["source"]
-    documents = [doc for name in s["corpus"] for doc in kdata.load_corpus(name, source=source, fraction=s["corpus_fraction"])]
+    documents = [doc for name in s["corpus"] for doc in load_corpus(name, source=source, fraction=s["corpus_fraction"])]
     sequences = corpus_sequences(documents, tokenizer, s["max_seq_length"])
 
     def batches(epoch):
-        return kdata.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
+        return batching.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
                              pad_token_id=tokenizer.pad_token_id)
 
     def step_loss(batch):
@@ -84,7 +85,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
         return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"],
                                  projection=getattr(model, "fit_dense", None))
 
-    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=kdata.num_batches(len(sequences), s["batch_size"]),
+    plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     data_sha256 = sha256_json(documents)
     inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "init": init_id,

@@ -23,11 +23,13 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
-from kbert import data as kdata
 from kbert.compress import count_flops, count_parameters
 from kbert.config import check_variant, settings
+from kbert.data import batching
+from kbert.data.splits import data_checksum
+from kbert.data.task_data import data_settings, train_features
 from kbert.device import check_batch_size, runtime
-from kbert.evaluate import data_settings, evaluate, model_inputs, train_features
+from kbert.evaluate import evaluate, model_inputs
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
 from kbert.provenance import sha256_file
@@ -92,7 +94,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     weights = {"supervised": 1.0} if variant == "no_task_kd" else s["losses"]
 
     def batches(epoch):
-        return kdata.batches(features, s["batch_size"], shuffle=True, seed=seed, epoch=epoch,
+        return batching.batches(features, s["batch_size"], shuffle=True, seed=seed, epoch=epoch,
                              pad_token_id=tokenizer.pad_token_id)
 
     def step_loss(terms):
@@ -104,11 +106,11 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
                                      projection=getattr(model.bert, "fit_dense", None))
         return compute
 
-    steps_per_epoch = kdata.num_batches(len(features), s["batch_size"])
+    steps_per_epoch = batching.num_batches(len(features), s["batch_size"])
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=steps_per_epoch,
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     run_name = f"{student}/{variant}/{task}/seed{seed}"
-    data_sha256 = kdata.data_checksum(task, data_cfg["source"])
+    data_sha256 = data_checksum(task, data_cfg["source"])
     inputs = {"settings": s, "variant": variant, "seed": seed, "init": init_id,
               "teacher": teacher_id, "data": data_cfg, "data_sha256": data_sha256,
               "augmented": augmented and sha256_file(augmented)}

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from kbert import config as kconfig
-from kbert.tasks import TASKS as KNOWN_TASKS
+from kbert.tasks import TASKS as KNOWN_TASKS, is_glue
 
 
 # ------------------------------------------------------------------ config
@@ -146,7 +146,7 @@ def variant_tasks(variant):
     if variant == "full":
         return RUN_TASKS
     if variant == "full_aug":
-        return [t for t in ABLATION_TASKS if kconfig.is_glue(t)]
+        return [t for t in ABLATION_TASKS if is_glue(t)]
     return ABLATION_TASKS
 
 

@@ -17,34 +17,26 @@ and budget, at (within 5%) the same parameter count as the Kronecker student it
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from kbert import report  # noqa: E402
-from kbert.provenance import write_csv  # noqa: E402
-from kbert.retention import majority_frame, majority_lookup  # noqa: E402
+from kbert.provenance import write_csv
+from kbert.report import aggregate
+from kbert.report.cells import MISSING, Cell, fmt_number, our_setup
+from kbert.report.columns import TEACHER_FAMILY
+from kbert.report.figures import grid, save_figure
+from kbert.report.render import Table, write_table
+from kbert.retention import majority_frame, majority_lookup
+from kbert.tasks import task_label
 
 log = logging.getLogger(__name__)
 
 FAMILY_LABELS = {"kronecker": "Kronecker", "lowrank": "Low-rank (SVD)", "dense": "Dense (TinyBERT-style)"}
 FAMILY_COLORS = {"kronecker": "tab:blue", "lowrank": "tab:green", "dense": "tab:orange"}
 RIVALS = ("dense", "lowrank")
-
-
-TASK_LABELS = {"cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "stsb": "STS-B", "qqp": "QQP", "mnli": "MNLI-m",
-               "qnli": "QNLI", "rte": "RTE", "wnli": "WNLI", "squad_v1": "SQuAD v1.1", "squad_v2": "SQuAD v2.0"}
-
-
-def task_label(task: str) -> str:
-    return TASK_LABELS.get(task, task)
 
 
 def budget_of(students: dict, model: str) -> str | None:
@@ -57,19 +49,17 @@ def budget_of(students: dict, model: str) -> str | None:
 
 def collect(runs, students: dict) -> pd.DataFrame:
     """Rows of every metrics.json under ``runs`` (teachers and students), with ``budget``."""
-    rows = []
-    for path in report.find_metric_files(runs):
-        rows.extend(report.flatten_metrics(json.loads(Path(path).read_text())))
+    rows = aggregate.read_runs(runs)
     if not rows:
         raise ValueError(f"no evaluated runs under {list(map(str, runs))}")
-    frame = report.fill_teacher(report.order_columns(pd.DataFrame(rows)))
+    frame = aggregate.results_frame(rows)
     frame.insert(1, "budget", [budget_of(students, m) for m in frame["model"]])
     return frame.sort_values(["task", "budget", "model", "seed", "eval_split"], na_position="first",
                              kind="stable").reset_index(drop=True)
 
 
 def summarise(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
-    summary = report.summarise(frame.drop(columns="budget"))
+    summary = aggregate.summarise(frame.drop(columns="budget"))
     budgets = frame.drop_duplicates("model").set_index("model")["budget"]
     summary.insert(1, "budget", summary["model"].map(budgets))
     majority = majority_lookup(majority_frame(config, summary["task"].unique()))
@@ -87,7 +77,7 @@ def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
 
 def students_and_teachers(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
     """Main-split student rows, and the teacher's mean score per task."""
-    is_teacher = summary["family"] == report.TEACHER_FAMILY
+    is_teacher = summary["family"] == TEACHER_FAMILY
     teachers = main_rows(summary[is_teacher]).set_index("task")["score_mean"]
     return main_rows(summary[~is_teacher]), teachers
 
@@ -140,8 +130,8 @@ def verdicts(summary: pd.DataFrame) -> pd.DataFrame:
 
 def _cell(row: pd.Series | None) -> str:
     if row is None:
-        return report.MISSING
-    return report.Cell(row["score_mean"], row["score_sd"], int(row["n"])).show() + f" (n={int(row['n'])})"
+        return MISSING
+    return Cell(row["score_mean"], row["score_sd"], int(row["n"])).show() + f" (n={int(row['n'])})"
 
 
 def won_at_majority(flag) -> bool:
@@ -155,7 +145,7 @@ def _verdict_cell(row: pd.Series | None) -> str:
     return row["winner"] + (" (at majority)" if won_at_majority(row["winner_above_majority"]) else "")
 
 
-def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Table:
+def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> Table:
     students, teachers = students_and_teachers(summary)
     blocks = []
     for budget in budgets_by_size(students):
@@ -167,8 +157,8 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
             by_family = {r["family"]: r for _, r in rows_task.iterrows()}
             teacher, majority = teachers.get(task), rows_task["majority"].iloc[0]
             won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")
-            rows.append([task_label(task), report.fmt_number(100 * teacher) if teacher == teacher else report.MISSING,
-                         report.fmt_number(None if pd.isna(majority) else 100 * majority)]
+            rows.append([task_label(task), fmt_number(100 * teacher) if teacher == teacher else MISSING,
+                         fmt_number(None if pd.isna(majority) else 100 * majority)]
                         + [_cell(by_family.get(f)) for f in ("kronecker", *RIVALS)]
                         + [_verdict_cell(won.loc[r] if r in won.index else None) for r in RIVALS])
         params = {f: int(r["params"]) for f, r in group.drop_duplicates("family").set_index("family").iterrows()}
@@ -181,7 +171,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
         "Majority: always predicting the most frequent training label ('–': no constant scores, e.g. "
         "STS-B); '(at majority)': the winner's mean - sd is not above it, a win by not learning.",
         "Same teacher, data, general KD and task KD settings for every family; see config.<hash>.resolved.yaml in the work directory.",
-        "Setup: " + report.our_setup(summary[summary["family"] != report.TEACHER_FAMILY]),
+        "Setup: " + our_setup(summary[summary["family"] != TEACHER_FAMILY]),
     ]
     for rival in RIVALS:
         pairs = wins[wins["rival"] == rival]
@@ -191,7 +181,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> report.Tab
                      f"({at_majority.get('kronecker', 0)} at majority), {rival} wins {counts.get(rival, 0)} "
                      f"({at_majority.get(rival, 0)} at majority), overlap {counts.get('overlap', 0)} "
                      f"of {int(counts.sum())} (budget, task) pairs.")
-    return report.Table("equal_size", "Equal-size students: Kronecker vs low-rank vs dense (same pipeline)",
+    return Table("equal_size", "Equal-size students: Kronecker vs low-rank vs dense (same pipeline)",
                         blocks, notes)
 
 
@@ -200,7 +190,7 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
     tasks = sorted(students["task"].unique())
     budgets = budgets_by_size(students)
     families = [f for f in ("kronecker", *RIVALS) if f in set(students["family"])]
-    fig, axes = report.grid(len(tasks))
+    fig, axes = grid(len(tasks))
     width = 0.6 / len(families)
     for ax, task in zip(axes, tasks):
         rows = students[students["task"] == task]
@@ -224,8 +214,8 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
     handles, names = axes[0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7)
     caption = ("Points: mean over seeds, error bars: sample sd. Same pipeline and budget for every family. "
-               + report.our_setup(students))
-    return report.save_figure(fig, fig_dir, "equal_size", caption, legend_width=0.16)
+               + our_setup(students))
+    return save_figure(fig, fig_dir, "equal_size", caption, legend_width=0.16)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> dict[str, pd.DataFrame]:
@@ -239,8 +229,7 @@ def write(runs, out_dir: str | Path, config: dict) -> dict[str, pd.DataFrame]:
         write_csv(out_dir / f"{name}.csv", part)
     labels = {name: spec.get("label", name) for name, spec in students.items()}
     rendered = table(summary, wins, labels)
-    report.write_text(out_dir / "equal_size.md", report.render_markdown(rendered))
-    report.write_text(out_dir / "equal_size.tex", report.render_latex(rendered))
+    write_table(rendered, out_dir)
     figure(summary, out_dir, labels)
     log.info("equal-size comparison: %d runs into %s", len(frame), out_dir)
     return {"runs": frame, "summary": summary, "verdicts": wins}

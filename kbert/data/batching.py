@@ -1,0 +1,75 @@
+"""Batches: length-bucketed row order and padded LongTensor batches (the only torch here)."""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator
+
+import numpy as np
+import torch
+from datasets import Dataset
+
+PADDED_COLUMNS = {"input_ids": None, "token_type_ids": 0, "attention_mask": 0}  # None: pad_token_id
+
+SCALAR_COLUMNS = ("labels", "start_positions", "end_positions")
+
+
+
+def batch_indices(lengths, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+                  chunk_batches: int = 50) -> list[np.ndarray]:
+    """Row indices of each batch.
+
+    Shuffled: permute the rows, sort each chunk of ``chunk_batches`` batches by length
+    (so a batch holds similar lengths and pads little), then shuffle the batch order.
+    Deterministic for (seed, epoch). Unshuffled: rows in order, so outputs line up with
+    the dataset (needed for SQuAD post-processing).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    lengths = np.asarray(lengths)
+    n = len(lengths)
+    if not shuffle:
+        return [np.arange(i, min(i + batch_size, n)) for i in range(0, n, batch_size)]
+    rng = np.random.default_rng([seed, epoch])
+    order = rng.permutation(n)
+    chunk = batch_size * chunk_batches
+    result = []
+    for start in range(0, n, chunk):
+        rows = order[start:start + chunk]
+        rows = rows[np.argsort(lengths[rows], kind="stable")]
+        result += [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
+    return [result[i] for i in rng.permutation(len(result))]
+
+
+
+def num_batches(n_rows: int, batch_size: int) -> int:
+    """Batches per epoch from ``batch_indices`` (its length-sorted chunks are whole batches)."""
+    return math.ceil(n_rows / batch_size)
+
+
+
+def batches(encoded: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
+            pad_token_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
+    """Padded LongTensor batches of ``input_ids``/``token_type_ids``/``attention_mask``
+    plus whichever of labels (float for regression), start_positions, end_positions
+    exist. Non-tensor columns (example_id, offset_mapping) are left out."""
+    padded = [c for c in PADDED_COLUMNS if c in encoded.column_names]
+    scalars = [c for c in SCALAR_COLUMNS if c in encoded.column_names]
+    if "input_ids" not in padded:
+        raise ValueError(f"dataset has no input_ids (columns {encoded.column_names}); encode it first")
+    columns = encoded.select_columns(padded + scalars)[:]
+    lengths = [len(ids) for ids in columns["input_ids"]]
+    float_labels = "labels" in scalars and encoded.features["labels"].dtype.startswith("float")
+    for rows in batch_indices(lengths, batch_size, shuffle=shuffle, seed=seed, epoch=epoch):
+        width = max(lengths[i] for i in rows)
+        batch = {}
+        for column in padded:
+            fill = pad_token_id if PADDED_COLUMNS[column] is None else PADDED_COLUMNS[column]
+            tensor = torch.full((len(rows), width), fill, dtype=torch.long)
+            for r, i in enumerate(rows):
+                tensor[r, : lengths[i]] = torch.tensor(columns[column][i], dtype=torch.long)
+            batch[column] = tensor
+        for column in scalars:
+            dtype = torch.float32 if column == "labels" and float_labels else torch.long
+            batch[column] = torch.tensor([columns[column][i] for i in rows], dtype=dtype)
+        yield batch
