@@ -271,15 +271,35 @@ def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
 
 
 def test_ladder_lists_every_rung_task_and_variant(tmp_path):
-    """config/ladder.yaml, target `ladder`: 7 students x 2 tasks from the SVD init, one
-    teacher per task, one compress job per student, and the ladder's own report job."""
+    """config/ladder.yaml, target `ladder`: 9 students x 2 tasks from the SVD init, one
+    teacher per task, one compress job per student, the dose-response (KroneckerBERT_8
+    after 1, 3, 10 general-KD epochs: a chain of 3 general-KD jobs, then task KD from each)
+    and the ladder's own report job."""
     proc = run_workflow(tmp_path, "config/ladder.yaml", targets=("ladder",))
     assert proc.returncode == 0, proc.out[-3000:]
-    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": 7, "task_kd": 14, "ladder": 1}
+    ladder = load_config(REPO / "config" / "ladder.yaml")["ladder"]
+    dose = ladder["general_kd_epochs"]
+    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": 9, "general_kd_dose": len(dose),
+                                    "task_kd": 2 * (9 + len(dose)), "ladder": 1}
     runs = {tuple(dict(re.findall(r"--(task|student|variant) (\S+)", c)).get(k) for k in ("student", "variant", "task"))
             for c in shell_commands(proc.out) if " task-kd " in c}
-    ladder = load_config(REPO / "config" / "ladder.yaml")["ladder"]
-    assert runs == {(s, "no_general_kd", t) for s in ladder["students"] for t in ladder["tasks"]}
+    assert runs == ({(s, "no_general_kd", t) for s in ladder["students"] for t in ladder["tasks"]}
+                    | {("kroneckerbert_8", f"full_{k}ep", t) for k in dose for t in ladder["tasks"]})
+    chain = [re.search(r"--init (\S+) .*--epochs (\d+)", c).groups()
+             for c in shell_commands(proc.out) if " general-kd " in c]
+    assert sorted((Path(init).name, int(more)) for init, more in chain) == [
+        ("general_1ep", 2), ("general_3ep", 7), ("init", 1)]
+
+
+def test_learning_curve_runs_one_teacher_per_point(tmp_path):
+    """config/ladder.yaml, target `learning_curve`: the teacher on each listed size."""
+    proc = run_workflow(tmp_path, "config/ladder.yaml", targets=("learning_curve",))
+    assert proc.returncode == 0, proc.out[-3000:]
+    curve = load_config(REPO / "config" / "ladder.yaml")["learning_curve"]
+    expected = {(t, n) for t in curve["tasks"] for n in curve["per_task"].get(t, curve["train_examples"])}
+    points = {(re.search(r"--task (\S+)", c).group(1), int(re.search(r"--max-train-examples (\d+)", c).group(1)))
+              for c in shell_commands(proc.out) if " finetune-teacher " in c}
+    assert points == expected and job_counts(proc.out) == {"teacher_curve": len(expected), "learning_curve": 1}
 
 
 def test_impossible_students_fail_before_any_job(tmp_path):

@@ -134,7 +134,7 @@ RES = {
 wildcard_constraints:
     task="|".join(KNOWN_TASKS),
     student="|".join(ALL_STUDENTS),
-    variant="|".join(kconfig.VARIANTS) + "|" + kconfig.DOSE_VARIANT.pattern,
+    variant="|".join([*kconfig.VARIANTS, kconfig.DOSE_VARIANT.pattern]),
     epochs=r"\d+",
     examples=r"\d+",
     seed=r"\d+",
