@@ -86,7 +86,6 @@ class TaskSpec:
     hub: HubSource
     offline: dict[str, OfflineSplit]    # "train" and every eval split
     version_2_with_negative: bool = False   # SQuAD v2.0: questions may have no answer
-    doc_stride: int = 128                   # SQuAD sliding-window overlap (HF run_qa default)
     label_column: str = field(default="label")
 
     def __post_init__(self):

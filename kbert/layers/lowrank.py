@@ -26,11 +26,6 @@ def truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     return (U[:, :rank] * root).to(W.dtype), (Vh[:rank] * root[:, None]).to(W.dtype)
 
 
-def low_rank_flops(out_features: int, in_features: int, rank: int) -> int:
-    """FLOPs of x -> U (V x) for one input vector, counted as for dense and Kronecker layers."""
-    return (2 * in_features - 1) * rank + (2 * rank - 1) * out_features
-
-
 class LowRankLinear(nn.Module):
     """Linear layer with weight W = U @ V of shape (out, in), plus a dense bias."""
 
@@ -52,6 +47,10 @@ class LowRankLinear(nn.Module):
         std = (1.0 / (math.sqrt(self.in_features) * math.sqrt(self.rank))) ** 0.5
         nn.init.normal_(self.U, std=std)
         nn.init.normal_(self.V, std=std)
+
+    def svd_factors(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """U (out, r), V (r, in) nearest to a dense (out, in) weight W (the SVD init)."""
+        return truncated_svd(W, self.rank)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -83,6 +82,10 @@ class LowRankEmbedding(nn.Module):
         factor_std = (std / math.sqrt(self.rank)) ** 0.5
         nn.init.normal_(self.U, std=factor_std)
         nn.init.normal_(self.V, std=factor_std)
+
+    def svd_factors(self, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """U (V, r), V (r, d) nearest to a dense (V, d) table E (the SVD init)."""
+        return truncated_svd(E, self.rank)
 
     @property
     def weight(self) -> torch.Tensor:
