@@ -285,22 +285,6 @@ def _mlm_candidates(sentences: Sequence[_Sentence], tokenizer, mlm, k: int, batc
     return found
 
 
-def load_mlm(name: str = "bert-base-uncased"):
-    """A ``BertForMaskedLM`` from the hub cache, or None when it is not available offline.
-
-    None means every word takes GloVe candidates; outputs record that.
-    """
-    from transformers import BertForMaskedLM
-
-    try:
-        return BertForMaskedLM.from_pretrained(name).eval()
-    except OSError as err:
-        log.warning("no masked-LM checkpoint %r (%s): GloVe candidates for every word", name, err)
-        return None
-
-
-# ----------------------------------------------------------------------------- candidates
-
 def _candidates(sentences: Sequence[_Sentence], tokenizer, glove: GloveNeighbours, mlm, k: int,
                 batch_size: int, progress: bool) -> tuple[list[dict[int, list[str]]], dict]:
     """Candidate lists of every candidate position; never empty (``[word]`` at worst)."""

@@ -13,7 +13,7 @@ from collections import defaultdict
 
 import torch
 
-from kbert.kronecker import (
+from kbert.layers.kronecker import (
     KroneckerEmbedding, KroneckerLinear, kron_sum, kronecker_moment_factors, nearest_kronecker_embedding_weighted,
     nearest_kronecker_weighted, output_error,
 )

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 
 from kbert.calibration import calibration_stats, data_aware_init
-from kbert.kronecker import (
-    KroneckerEmbedding, KroneckerLinear, dense_flops, kron_flops_per_order, nearest_kronecker, rearrange,
-)
-from kbert.lowrank import LowRankEmbedding, LowRankLinear, low_rank_flops, truncated_svd
+from kbert.layers.flops import dense_flops, kron_flops, low_rank_flops
+from kbert.layers.kronecker import KroneckerEmbedding, KroneckerLinear, rearrange
+from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear
 from kbert.modeling import KBertConfig, KBertModel
 
 FAMILIES = ("kronecker", "lowrank", "dense")
@@ -63,7 +62,7 @@ def _linear_flops(config: KBertConfig, group: str, out_f: int, in_f: int, swap: 
         if swap:
             m1, n1 = n1, m1
         rank = int(config.kronecker.get("rank", 1))
-        return rank * min(kron_flops_per_order((m1, n1), (out_f // m1, in_f // n1)).values())
+        return kron_flops((m1, n1), (out_f // m1, in_f // n1), rank)
     if config.low_rank is not None:
         return low_rank_flops(out_f, in_f, int(config.low_rank[f"{group}_rank"]))
     return dense_flops(out_f, in_f)
@@ -150,8 +149,8 @@ def shape_search(
         """(A shape, weights of one matrix, FLOPs per token of W and of its swapped twin)."""
         for (m1, n1) in _kron_shapes(out_f, in_f):
             m2, n2 = out_f // m1, in_f // n1
-            flops = min(kron_flops_per_order((m1, n1), (m2, n2)).values())
-            twin = min(kron_flops_per_order((n1, m1), (n2, m2)).values())
+            flops = kron_flops((m1, n1), (m2, n2))
+            twin = kron_flops((n1, m1), (n2, m2))
             yield (m1, n1), m1 * n1 + m2 * n2, flops, twin
 
     att = list(options(d, d))
@@ -358,16 +357,6 @@ def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel 
 # --------------------------------------------------------------------------------------
 
 
-def _svd_factors(module, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The plain initialisation: nearest Kronecker product (A, B) or truncated SVD (U, V)."""
-    if isinstance(module, KroneckerLinear):
-        return nearest_kronecker(W, module.a_shape, module.b_shape, module.rank)
-    if isinstance(module, KroneckerEmbedding):
-        A, B = nearest_kronecker(W, (module.num_embeddings, module.embedding_dim // module.n), (1, module.n))
-        return A[0], B[0]
-    return truncated_svd(W, module.rank)
-
-
 def _set_factors(module, factors: tuple[torch.Tensor, torch.Tensor]) -> None:
     first, second = (module.U, module.V) if isinstance(module, (LowRankLinear, LowRankEmbedding)) else (module.A, module.B)
     first.copy_(factors[0])
@@ -417,7 +406,7 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
     errors, records = {}, {}
     for name, module in factorised.items():
         W = dense[name].weight
-        factors = _svd_factors(module, W)
+        factors = module.svd_factors(W)  # the plain init: nearest Kronecker product / truncated SVD
         if init == "data_aware":
             factors, records[name] = data_aware_init(module, W, factors, fit[name], heldout[name])
         _set_factors(module, factors)

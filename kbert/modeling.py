@@ -20,7 +20,7 @@ Which matrices are Kronecker is set by ``KBertConfig.kronecker`` (``None`` = den
 
 The equal-size baselines (issue "same-pipeline baselines") use the same code:
 
-    low_rank = {"attention_rank": r, "ffn_rank": r, "embedding_rank": r}   # W = U V (kbert/lowrank.py)
+    low_rank = {"attention_rank": r, "ffn_rank": r, "embedding_rank": r}   # W = U V (kbert/layers/lowrank.py)
     teacher_hidden_size = 384   # a narrower dense student (TinyBERT-style): ``fit_dense`` maps its
                                 # hidden states to the teacher's width for the distillation losses
 """
@@ -38,9 +38,10 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from kbert.device import autocast_dtype
-from kbert.fastkron import attention_context, attention_scores, kron_heads
-from kbert.kronecker import KroneckerEmbedding, KroneckerLinear
-from kbert.lowrank import LowRankEmbedding, LowRankLinear
+from kbert.kernels.attention import attention_context, attention_scores
+from kbert.kernels.linear import kron_heads
+from kbert.layers.kronecker import KroneckerEmbedding, KroneckerLinear
+from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear
 
 
 class KBertConfig(PretrainedConfig):

@@ -5,7 +5,7 @@ import torch
 
 from kbert.calibration import data_aware_init
 from kbert.compress import compress
-from kbert.kronecker import (
+from kbert.layers.kronecker import (
     KroneckerLinear, kron_sum, kronecker_moment_factors, nearest_kronecker, nearest_kronecker_embedding_weighted,
     nearest_kronecker_weighted, output_error, second_moment,
 )

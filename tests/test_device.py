@@ -12,13 +12,11 @@ import kbert.device as D
 from kbert.cli import main as cli_main
 from kbert.config import ConfigError, load_config
 from kbert.device import Runtime, resolve_device, resolve_precision
-from kbert.fastkron import kron_heads, kron_linear
-from kbert.kronecker import KroneckerLinear, kron_sum
+from kbert.kernels.linear import kron_heads, kron_linear
+from kbert.layers.kronecker import KroneckerLinear, kron_sum
 from kbert.losses import distillation_loss
 from kbert.training import TrainSettings, train
-from test_losses import ALL, GOLDEN, _batch, _pair
-from test_training import SETTINGS, _problem
-from test_workflow_dryrun import REPO
+from helpers import ALL_LOSSES, GOLDEN_LOSSES, REPO, TOY_SETTINGS, tiny_batch, tiny_pair, toy_problem
 
 CPU = torch.device("cpu")
 BF16 = Runtime(CPU, "bf16")  # built directly: the numerics are the same whether the CPU has native bf16 or not
@@ -112,18 +110,18 @@ def test_fused_qkv_under_bf16_autocast():
 
 
 def test_losses_are_fp32_under_autocast():
-    teacher, student = _pair()
-    batch = _batch()
+    teacher, student = tiny_pair()
+    batch = tiny_batch()
     with BF16.autocast():
-        total, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL,
+        total, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL_LOSSES,
                                          "classification")
     assert total.dtype == torch.float32
-    assert terms == pytest.approx(GOLDEN, rel=0.1, abs=1e-3)
+    assert terms == pytest.approx(GOLDEN_LOSSES, rel=0.1, abs=1e-3)
 
 
 def test_training_loop_learns_in_bf16(tmp_path):
-    model, batches, step_loss = _problem()
-    log = train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path, runtime=BF16)
+    model, batches, step_loss = toy_problem()
+    log = train(model, batches, step_loss, TrainSettings(**TOY_SETTINGS), tmp_path, runtime=BF16)
     assert log[-1]["loss"] < log[0]["loss"]
     assert all(p.dtype == torch.float32 for p in model.parameters())
 
@@ -164,11 +162,11 @@ def test_kronecker_forward_backward_on_cuda(plan, precision):
 @pytest.mark.gpu
 @needs_cuda
 def test_golden_losses_on_cuda():
-    teacher, student = _pair()
+    teacher, student = tiny_pair()
     teacher, student = teacher.cuda(), student.cuda()
-    batch = {k: v.cuda() for k, v in _batch().items()}
-    _, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL, "classification")
-    assert terms == pytest.approx(GOLDEN, rel=1e-3, abs=1e-6)
+    batch = {k: v.cuda() for k, v in tiny_batch().items()}
+    _, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL_LOSSES, "classification")
+    assert terms == pytest.approx(GOLDEN_LOSSES, rel=1e-3, abs=1e-6)
 
 
 @pytest.mark.gpu

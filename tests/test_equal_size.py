@@ -7,7 +7,7 @@ import torch
 
 from kbert.compress import MATCH_TOLERANCE, compress, count_parameters, student_config
 from kbert.losses import distillation_loss, intermediate_losses, teacher_layers
-from kbert.lowrank import LowRankEmbedding, LowRankLinear, truncated_svd
+from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear, truncated_svd
 from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel
 
 MINILM = KBertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,

@@ -3,37 +3,14 @@
 import pytest
 import torch
 
-from kbert.compress import compress
 from kbert.losses import attention_score_mse, distillation_loss, masked_mse, soft_cross_entropy
-from kbert.modeling import KBertConfig, KBertForSequenceClassification
-
-TINY = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
-            max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-ALL = {"embedding": 1.0, "attention": 1.0, "hidden": 1.0, "logit": 1.0, "supervised": 1.0}
-
-
-def _batch():
-    g = torch.Generator().manual_seed(0)
-    ids = torch.randint(1, 100, (3, 9), generator=g)
-    mask = torch.ones_like(ids)
-    mask[0, 6:] = 0
-    mask[2, 3:] = 0
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
-            "labels": torch.tensor([0, 2, 1])}
-
-
-def _pair():
-    torch.manual_seed(0)
-    teacher = KBertForSequenceClassification(KBertConfig(**TINY, num_labels=3)).eval()
-    student, _ = compress(teacher, {"attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 2})
-    return teacher, student
-
+from helpers import ALL_LOSSES, GOLDEN_LOSSES, tiny_batch, tiny_pair
 
 def test_every_intermediate_term_is_zero_when_student_is_teacher():
-    teacher, _ = _pair()
-    batch = _batch()
+    teacher, _ = tiny_pair()
+    batch = tiny_batch()
     out = teacher(**batch)
-    _, terms = distillation_loss(out, out, batch["attention_mask"], ALL, "classification")
+    _, terms = distillation_loss(out, out, batch["attention_mask"], ALL_LOSSES, "classification")
     for name in ("embedding", "attention", "hidden"):
         assert terms[name] == 0.0
     # Soft CE of a distribution with itself is its entropy, the minimum over student logits.
@@ -62,29 +39,26 @@ def test_padding_never_enters_the_losses():
 
 def test_depth_mismatch_is_a_clear_error():
     """Student layer m takes teacher layer m * N / M, so M must divide N (here 2 vs 3)."""
-    teacher, student = _pair()
-    batch = _batch()
+    teacher, student = tiny_pair()
+    batch = tiny_batch()
     t_out = teacher(**batch)
     s_out = student(**batch)
     t_out.hidden_states = t_out.hidden_states + t_out.hidden_states[-1:]
     with pytest.raises(ValueError, match="the student depth must divide the teacher's"):
-        distillation_loss(s_out, t_out, batch["attention_mask"], ALL, "classification")
+        distillation_loss(s_out, t_out, batch["attention_mask"], ALL_LOSSES, "classification")
 
 
 def test_all_terms_off_is_an_error():
-    teacher, _ = _pair()
-    out = teacher(**_batch())
+    teacher, _ = tiny_pair()
+    out = teacher(**tiny_batch())
     with pytest.raises(ValueError, match="switched off"):
-        distillation_loss(out, out, _batch()["attention_mask"], {k: 0.0 for k in ALL}, "classification")
+        distillation_loss(out, out, tiny_batch()["attention_mask"], {k: 0.0 for k in ALL_LOSSES}, "classification")
 
 
 def test_golden_losses_on_tiny_models():
     """Pinned values: a change here means the loss definitions (or the model) changed."""
-    teacher, student = _pair()
-    batch = _batch()
-    total, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL, "classification")
-    assert terms == pytest.approx(GOLDEN, rel=1e-3, abs=1e-6)
-    assert total.item() == pytest.approx(sum(GOLDEN.values()), rel=1e-3)
-
-
-GOLDEN = {"embedding": 0.144725, "attention": 6.8e-05, "hidden": 0.291217, "logit": 1.098609, "supervised": 1.098562}
+    teacher, student = tiny_pair()
+    batch = tiny_batch()
+    total, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL_LOSSES, "classification")
+    assert terms == pytest.approx(GOLDEN_LOSSES, rel=1e-3, abs=1e-6)
+    assert total.item() == pytest.approx(sum(GOLDEN_LOSSES.values()), rel=1e-3)

@@ -23,7 +23,7 @@ from kbert.evaluate import model_inputs
 from kbert.modeling import TASK_MODELS
 from kbert.recipes import compress_teacher, finetune_teacher, task_kd
 from kbert.teachers import tokenizer_for
-from test_workflow_dryrun import REPO
+from helpers import REPO
 
 GAP = 0.05   # largest allowed mean |P_student(class) - P_teacher(class)| over the dev slice
 

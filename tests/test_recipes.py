@@ -8,7 +8,7 @@ import yaml
 
 from kbert.config import load_config
 from kbert.recipes import compress_teacher, general_kd, task_kd
-from test_workflow_dryrun import REPO
+from helpers import REPO
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ import yaml
 from kbert import cli
 from kbert.data import files, splits
 from kbert.provenance import atomic_path, sha256_file
-from test_workflow_dryrun import CONFIGS, REPO
+from helpers import CONFIGS, REPO
 
 SMOKE = str(CONFIGS / "smoke.yaml")
 

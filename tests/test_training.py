@@ -4,44 +4,22 @@ import pytest
 import torch
 
 from kbert.training import NonFiniteLoss, TrainSettings, train
-
-
-def _problem(seed=0, width=8):
-    torch.manual_seed(seed)
-    model = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Dropout(0.1), torch.nn.Linear(width, 1))
-    g = torch.Generator().manual_seed(1)
-    x = torch.randn(64, 4, generator=g)
-    y = x.sum(-1, keepdim=True)
-
-    def batches(epoch):
-        order = torch.randperm(64, generator=torch.Generator().manual_seed(100 + epoch))
-        for i in range(0, 64, 16):
-            idx = order[i:i + 16]
-            yield {"x": x[idx], "y": y[idx]}
-
-    def step_loss(batch):
-        loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
-        return loss, {"mse": loss.item()}
-
-    return model, batches, step_loss
-
-
-SETTINGS = dict(epochs=3, lr=1e-2, steps_per_epoch=4, checkpoint_every=3)
+from helpers import TOY_SETTINGS, toy_problem
 
 
 def test_training_lowers_the_loss(tmp_path):
-    model, batches, step_loss = _problem()
-    log = train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path)
+    model, batches, step_loss = toy_problem()
+    log = train(model, batches, step_loss, TrainSettings(**TOY_SETTINGS), tmp_path)
     assert len(log) == 12
     assert log[-1]["loss"] < log[0]["loss"]
 
 
 def test_resume_after_interruption_gives_identical_weights(tmp_path):
-    model, batches, step_loss = _problem()
-    train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path / "straight")
+    model, batches, step_loss = toy_problem()
+    train(model, batches, step_loss, TrainSettings(**TOY_SETTINGS), tmp_path / "straight")
 
     # Interrupted run: stop after 7 steps (mid-epoch; last checkpoint at step 6).
-    interrupted, batches2, step_loss2 = _problem()
+    interrupted, batches2, step_loss2 = toy_problem()
     calls = {"n": 0}
 
     def dying_loss(batch):
@@ -51,17 +29,17 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
         return step_loss2(batch)
 
     with pytest.raises(KeyboardInterrupt):
-        train(interrupted, batches2, dying_loss, TrainSettings(**SETTINGS), tmp_path / "resumed")
-    resumed, batches3, step_loss3 = _problem(seed=123)  # a fresh process: different init
-    log = train(resumed, batches3, step_loss3, TrainSettings(**SETTINGS), tmp_path / "resumed")
+        train(interrupted, batches2, dying_loss, TrainSettings(**TOY_SETTINGS), tmp_path / "resumed")
+    resumed, batches3, step_loss3 = toy_problem(seed=123)  # a fresh process: different init
+    log = train(resumed, batches3, step_loss3, TrainSettings(**TOY_SETTINGS), tmp_path / "resumed")
     assert len(log) == 12
     for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
         torch.testing.assert_close(a, b)
 
 
-def _interrupted(checkpoint_dir, settings=SETTINGS, inputs=None):
+def _interrupted(checkpoint_dir, settings=TOY_SETTINGS, inputs=None):
     """Train until step 7 and die (the last checkpoint is at step 6)."""
-    model, batches, step_loss = _problem()
+    model, batches, step_loss = toy_problem()
     calls = {"n": 0}
 
     def dying_loss(batch):
@@ -84,12 +62,12 @@ def test_checkpoint_of_other_settings_is_discarded(tmp_path, capsys, change):
     """Killed at lr 1e-2, rerun at lr 5e-3 (or other recipe inputs, or other shapes): the
     rerun trains every step from scratch instead of returning the old run's weights."""
     _interrupted(tmp_path, inputs={"data": "a"})
-    settings = {**SETTINGS, "lr": 5e-3} if change == "settings" else SETTINGS
+    settings = {**TOY_SETTINGS, "lr": 5e-3} if change == "settings" else TOY_SETTINGS
     inputs = {"data": "b"} if change == "inputs" else {"data": "a"}
     width = 16 if change == "shapes" else 8
-    straight, batches, step_loss = _problem(width=width)
+    straight, batches, step_loss = toy_problem(width=width)
     train(straight, batches, step_loss, TrainSettings(**settings), tmp_path / "straight", inputs=inputs)
-    rerun, batches, step_loss = _problem(width=width)
+    rerun, batches, step_loss = toy_problem(width=width)
     capsys.readouterr()
     log = train(rerun, batches, step_loss, TrainSettings(**settings), tmp_path, inputs=inputs)
     assert len(log) == 12 and log[0]["step"] == 1
@@ -100,23 +78,23 @@ def test_checkpoint_of_other_settings_is_discarded(tmp_path, capsys, change):
 
 def test_unreadable_checkpoint_is_discarded(tmp_path, capsys):
     (tmp_path / "checkpoint.pt").write_bytes(b"not a checkpoint")
-    model, batches, step_loss = _problem()
-    assert len(train(model, batches, step_loss, TrainSettings(**SETTINGS), tmp_path)) == 12
+    model, batches, step_loss = toy_problem()
+    assert len(train(model, batches, step_loss, TrainSettings(**TOY_SETTINGS), tmp_path)) == 12
     assert "discarding resume checkpoint" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_with_the_step_and_terms(tmp_path):
-    model, batches, _ = _problem()
+    model, batches, _ = toy_problem()
 
     def nan_loss(batch):
         loss = model(batch["x"]).sum() * float("nan")
         return loss, {"mse": float("nan")}
 
     with pytest.raises(NonFiniteLoss, match=r"step 0 .*terms \{'mse': nan\}"):
-        train(model, batches, nan_loss, TrainSettings(**SETTINGS), tmp_path)
+        train(model, batches, nan_loss, TrainSettings(**TOY_SETTINGS), tmp_path)
 
 
 def test_zero_steps_is_an_error(tmp_path):
-    model, batches, step_loss = _problem()
+    model, batches, step_loss = toy_problem()
     with pytest.raises(ValueError, match="nothing to train on"):
         train(model, batches, step_loss, TrainSettings(epochs=1, lr=1e-3, steps_per_epoch=0), tmp_path)

@@ -1,56 +1,19 @@
 """The Snakemake workflow: dry runs of every preset build the expected DAG, a bad config
 stops Snakemake before any job with the key named, and the workflow lints clean.
-
-``run_workflow`` also runs the real thing (``dryrun=False``), in a scratch working
-directory, for the end-to-end smoke test.
 """
 
 from __future__ import annotations
 
 import re
 import shlex
-import shutil
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pytest
 import yaml
 
-from kbert.config import config_hash, load_config
-
-REPO = Path(__file__).resolve().parent.parent
-SNAKEFILE = REPO / "workflow" / "Snakefile"
-CONFIGS = REPO / "config"
-
-
-def run_workflow(workdir: Path, configfile: str | Path | None = None, targets=("all",), *,
-                 dryrun: bool = True, cores: int = 2, extra=(), timeout: float = 120):
-    """Run Snakemake on this repository's workflow with ``workdir`` as working directory.
-
-    ``config/`` is copied into ``workdir`` (the default ``configfile:`` is relative to
-    the working directory), so outputs (``work/``, ``results/``, ``figures/``) land in
-    ``workdir`` and never in the checkout. ``configfile`` is a preset path (relative to
-    the repository or absolute); None uses config/config.yaml. Returns the
-    CompletedProcess; ``.out`` holds stdout + stderr.
-    """
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    if not (workdir / "config").exists():
-        shutil.copytree(CONFIGS, workdir / "config")
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-           "--cores", str(cores), "--printshellcmds"]
-    if configfile is not None:
-        path = Path(configfile)
-        # "=" form: --configfile takes several values and would swallow the targets.
-        cmd.append(f"--configfile={path if path.is_absolute() else REPO / path}")
-    if dryrun:
-        cmd.append("--dry-run")
-    cmd += [*extra, *targets]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-    proc.out = proc.stdout + proc.stderr
-    return proc
+from kbert.config import load_config
+from helpers import CONFIGS, REPO, resolved_path, run_workflow
 
 
 def job_counts(output: str) -> dict[str, int]:
@@ -64,12 +27,6 @@ def job_counts(output: str) -> dict[str, int]:
             break
         counts[name.strip()] = int(count)
     return counts
-
-
-def resolved_path(preset) -> str:
-    """Where a run of ``preset`` writes its resolved config (one file per config hash)."""
-    config = load_config(REPO / preset)
-    return f"{config['paths']['work']}/{config['preset']}/config.{config_hash(config)[:16]}.resolved.yaml"
 
 
 def shell_commands(output: str) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from kbert.config import load_config
-from test_workflow_dryrun import REPO, resolved_path, run_workflow
+from helpers import REPO, resolved_path, run_workflow
 
 pytestmark = pytest.mark.slow
 

@@ -29,7 +29,8 @@ from kbert.bench import write_rows
 from kbert.bench.timing import (
     config_defaults, environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc,
 )
-from kbert.kronecker import KroneckerLinear, dense_flops
+from kbert.layers.flops import dense_flops
+from kbert.layers.kronecker import KroneckerLinear
 
 HIDDEN, INTERMEDIATE = 768, 3072  # BERT-base: the shapes of paper Table 1
 EXTRA_COLUMNS = [

@@ -54,7 +54,7 @@ def set_threads(threads: int | None) -> int:
 
 def environment() -> dict:
     """What a timing depends on, for the notes column."""
-    from kbert.fastkron import native_available
+    from kbert.kernels.native import native_available
 
     return {
         "torch": torch.__version__,

@@ -10,7 +10,7 @@ Row-major identity used everywhere below (checked against ``torch.kron`` in test
 
 so the forward pass never builds W: it contracts the input with B (right side) and with
 A (left side), in whichever order costs fewer FLOPs (paper Eq. 7). How those two products
-are laid out in memory to run near the FLOP bound lives in kbert/fastkron.py.
+are laid out in memory to run near the FLOP bound lives in kbert/kernels/.
 """
 
 from __future__ import annotations
@@ -21,13 +21,13 @@ import torch
 from torch import nn
 import torch.nn.functional as F
 
-from kbert.fastkron import PLAN_ORDER, choose_plan, kron_linear
-
-Shape = tuple[int, int]
+from kbert.kernels.linear import kron_linear
+from kbert.kernels.plans import check_plan, choose_plan
+from kbert.layers.flops import Shape, association_order, kron_flops
 
 
 # --------------------------------------------------------------------------------------
-# Shape checks and FLOP counting (paper Eq. 7)
+# Shape checks
 # --------------------------------------------------------------------------------------
 
 
@@ -48,22 +48,10 @@ def max_rank(a_shape: Shape, b_shape: Shape) -> int:
     return min(a_shape[0] * a_shape[1], b_shape[0] * b_shape[1])
 
 
-def kron_flops_per_order(a_shape: Shape, b_shape: Shape) -> dict[str, int]:
-    """FLOPs for one input vector, for each association order (paper Eq. 7).
-
-    ``b_first``: Z = X @ B.T (n1 x m2), then A @ Z.   (2n2-1) m2 n1 + (2n1-1) m2 m1
-    ``a_first``: Z = A @ X  (m1 x n2), then Z @ B.T.  (2n1-1) n2 m1 + (2n2-1) m2 m1
-    """
-    (m1, n1), (m2, n2) = a_shape, b_shape
-    return {
-        "b_first": (2 * n2 - 1) * m2 * n1 + (2 * n1 - 1) * m2 * m1,
-        "a_first": (2 * n1 - 1) * n2 * m1 + (2 * n2 - 1) * m2 * m1,
-    }
-
-
-def dense_flops(out_features: int, in_features: int) -> int:
-    """FLOPs of a dense matrix-vector product, counted the same way as Eq. 7."""
-    return (2 * in_features - 1) * out_features
+def _check_rank(rank: int, a_shape: Shape, b_shape: Shape) -> None:
+    limit = max_rank(a_shape, b_shape)
+    if not 1 <= rank <= limit:
+        raise ValueError(f"rank {rank} is not allowed for A {a_shape}, B {b_shape}: use 1..{limit}")
 
 
 # --------------------------------------------------------------------------------------
@@ -95,9 +83,7 @@ def nearest_kronecker(
             f"W of shape {tuple(W.shape)} is not A {a_shape} kron B {b_shape} = "
             f"({m1 * m2}, {n1 * n2})"
         )
-    limit = max_rank(a_shape, b_shape)
-    if not 1 <= rank <= limit:
-        raise ValueError(f"rank {rank} is not allowed for A {a_shape}, B {b_shape}: use 1..{limit}")
+    _check_rank(rank, a_shape, b_shape)
     R = rearrange(W.detach().double(), a_shape, b_shape)
     U, S, Vh = torch.linalg.svd(R, full_matrices=False)
     root = S[:rank].sqrt()
@@ -251,21 +237,12 @@ class KroneckerLinear(nn.Module):
     ):
         super().__init__()
         self.a_shape, self.b_shape = factor_shapes(out_features, in_features, a_shape)
-        limit = max_rank(self.a_shape, self.b_shape)
-        if not 1 <= rank <= limit:
-            raise ValueError(
-                f"rank {rank} is not allowed for A {self.a_shape}, B {self.b_shape}: use 1..{limit}"
-            )
+        _check_rank(rank, self.a_shape, self.b_shape)
         self.in_features, self.out_features, self.rank = in_features, out_features, rank
         self.A = nn.Parameter(torch.empty(rank, *self.a_shape))
         self.B = nn.Parameter(torch.empty(rank, *self.b_shape))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
-        costs = kron_flops_per_order(self.a_shape, self.b_shape)
-        self.order = order or min(costs, key=costs.get)  # Eq. 7 association order
-        if self.order not in costs:
-            raise ValueError(f"unknown contraction order {self.order!r}: use 'a_first' or 'b_first'")
-        # Memory layout of the two products (see choose_plan); assign a plan to override.
-        self.plan = choose_plan(self.a_shape, self.b_shape, rank, self.order)
+        self.order = order  # Eq. 7's cheaper association order when None; also fixes the plan
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -275,17 +252,31 @@ class KroneckerLinear(nn.Module):
         nn.init.normal_(self.A, std=std)
         nn.init.normal_(self.B, std=std)
 
-    @classmethod
-    def from_dense(cls, linear: nn.Linear, a_shape: Shape, rank: int = 1) -> "KroneckerLinear":
-        """Nearest-Kronecker initialisation from a dense ``nn.Linear``; the bias is copied."""
-        layer = cls(linear.in_features, linear.out_features, a_shape, rank, bias=linear.bias is not None)
-        A, B = nearest_kronecker(linear.weight, layer.a_shape, layer.b_shape, rank)
-        with torch.no_grad():
-            layer.A.copy_(A)
-            layer.B.copy_(B)
-            if linear.bias is not None:
-                layer.bias.copy_(linear.bias)
-        return layer
+    @property
+    def order(self) -> str:
+        """Which factor is applied first ('a_first' or 'b_first'). Assigning it re-plans the layout."""
+        return self._order
+
+    @order.setter
+    def order(self, order: str | None) -> None:
+        self._order = association_order(self.a_shape, self.b_shape, order or None)
+        if getattr(self, "_plan", None) != "generic":  # a plan forced to "generic" stays
+            self._plan = choose_plan(self.a_shape, self.b_shape, self.rank, self._order)
+
+    @property
+    def plan(self) -> str:
+        """Memory layout of the two products (kbert/kernels/plans.py), fixed with the order;
+        assign one to force it (it must apply this layer's order; "generic" always does)."""
+        return self._plan
+
+    @plan.setter
+    def plan(self, plan: str) -> None:
+        check_plan(plan, self.rank, self._order)
+        self._plan = plan
+
+    def svd_factors(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (rank, m1, n1), B (rank, m2, n2) nearest to a dense (out, in) weight W (the SVD init)."""
+        return nearest_kronecker(W, self.a_shape, self.b_shape, self.rank)
 
     @property
     def weight(self) -> torch.Tensor:
@@ -293,14 +284,11 @@ class KroneckerLinear(nn.Module):
         return kron_sum(self.A, self.B)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        plan = self.plan
-        if plan != "generic" and PLAN_ORDER.get(plan) != self.order:  # order was reassigned
-            plan = choose_plan(self.a_shape, self.b_shape, self.rank, self.order)
-        return kron_linear(x, self.A, self.B, self.bias, self.order, plan)
+        return kron_linear(x, self.A, self.B, self.bias, self.order, self.plan)
 
     def flops(self, tokens: int = 1) -> int:
         """Eq. 7 FLOPs for ``tokens`` input vectors (cheaper order; bias not counted)."""
-        return tokens * self.rank * min(kron_flops_per_order(self.a_shape, self.b_shape).values())
+        return tokens * kron_flops(self.a_shape, self.b_shape, self.rank)
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -333,15 +321,10 @@ class KroneckerEmbedding(nn.Module):
         nn.init.normal_(self.A, std=std ** 0.5)
         nn.init.normal_(self.B, std=std ** 0.5)
 
-    @classmethod
-    def from_dense(cls, embedding: nn.Embedding, n: int) -> "KroneckerEmbedding":
-        V, d = embedding.weight.shape
-        layer = cls(V, d, n, embedding.padding_idx)
-        A, B = nearest_kronecker(embedding.weight, (V, d // n), (1, n), rank=1)
-        with torch.no_grad():
-            layer.A.copy_(A[0])
-            layer.B.copy_(B[0])
-        return layer
+    def svd_factors(self, E: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (V, d/n), B (1, n) with A kron B nearest to a dense (V, d) table E (the SVD init)."""
+        A, B = nearest_kronecker(E, (self.num_embeddings, self.embedding_dim // self.n), (1, self.n))
+        return A[0], B[0]
 
     @property
     def weight(self) -> torch.Tensor:

@@ -26,12 +26,20 @@ def truncated_svd(W: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tenso
     return (U[:, :rank] * root).to(W.dtype), (Vh[:rank] * root[:, None]).to(W.dtype)
 
 
-def low_rank_flops(out_features: int, in_features: int, rank: int) -> int:
-    """FLOPs of x -> U (V x) for one input vector, counted as for dense and Kronecker layers."""
-    return (2 * in_features - 1) * rank + (2 * rank - 1) * out_features
+class _LowRank(nn.Module):
+    """What both low-rank layers share: W = U @ V, fitted to a dense weight by truncated SVD."""
+
+    def svd_factors(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """U, V nearest to a dense weight W of this layer's shape (the SVD init)."""
+        return truncated_svd(W, self.rank)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dense (out, in) weight or (V, d) table. Materialised: for inspection and tests only."""
+        return self.U @ self.V
 
 
-class LowRankLinear(nn.Module):
+class LowRankLinear(_LowRank):
     """Linear layer with weight W = U @ V of shape (out, in), plus a dense bias."""
 
     def __init__(self, in_features: int, out_features: int, rank: int, bias: bool = True):
@@ -53,11 +61,6 @@ class LowRankLinear(nn.Module):
         nn.init.normal_(self.U, std=std)
         nn.init.normal_(self.V, std=std)
 
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dense (out, in) weight. Materialised: for inspection and tests only."""
-        return self.U @ self.V
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(F.linear(x, self.V), self.U, self.bias)  # (..., in) -> (..., r) -> (..., out)
 
@@ -65,7 +68,7 @@ class LowRankLinear(nn.Module):
         return f"in={self.in_features}, out={self.out_features}, rank={self.rank}, bias={self.bias is not None}"
 
 
-class LowRankEmbedding(nn.Module):
+class LowRankEmbedding(_LowRank):
     """Word embedding X_i = U[i] @ V: a (V, r) table and one shared (r, d) projection."""
 
     def __init__(self, num_embeddings: int, embedding_dim: int, rank: int, padding_idx: int | None = None):
@@ -83,11 +86,6 @@ class LowRankEmbedding(nn.Module):
         factor_std = (std / math.sqrt(self.rank)) ** 0.5
         nn.init.normal_(self.U, std=factor_std)
         nn.init.normal_(self.V, std=factor_std)
-
-    @property
-    def weight(self) -> torch.Tensor:
-        """The dense (V, d) table. Materialised: for inspection and tests only."""
-        return self.U @ self.V
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return F.embedding(ids, self.U, self.padding_idx) @ self.V  # (..., r) -> (..., d)

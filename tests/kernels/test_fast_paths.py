@@ -16,9 +16,12 @@ import itertools
 import pytest
 import torch
 
-import kbert.fastkron as K
-from kbert.fastkron import choose_plan, kron_heads, kron_linear, kron_matmul
-from kbert.kronecker import KroneckerLinear, kron_sum, max_rank
+import kbert.kernels.native as N
+from kbert.kernels import passes
+from kbert.kernels.attention import attention_context, attention_scores
+from kbert.kernels.linear import kron_heads, kron_linear
+from kbert.kernels.plans import choose_plan
+from kbert.layers.kronecker import KroneckerLinear, kron_sum, max_rank
 
 PLANS = ["b_planar", "b_mid", "a_mid", "a_planar"]
 # (out, in, A shape): Table-1 shapes, scaled-down ones that keep their structure (m2 = 2 with
@@ -57,18 +60,18 @@ def one_thread():
 @contextlib.contextmanager
 def native(enabled: bool):
     """Run with the C kernels (skipped if they cannot be built here) or with torch ops only."""
-    saved = dict(K._native_state)
+    saved = dict(N._native_state)
     try:
         if enabled:
-            if not K.native_available():
-                pytest.skip(f"C kernels unavailable: {K._native_state.get('error')}")
+            if not N.native_available():
+                pytest.skip(f"C kernels unavailable: {N._native_state.get('error')}")
         else:
-            K._native_state.clear()
-            K._native_state["lib"] = None
+            N._native_state.clear()
+            N._native_state["lib"] = None
         yield
     finally:
-        K._native_state.clear()
-        K._native_state.update(saved)
+        N._native_state.clear()
+        N._native_state.update(saved)
 
 
 def _tol(dtype, ref: torch.Tensor) -> dict:
@@ -136,7 +139,7 @@ def test_no_bias_and_frozen_factors(use_native):
 
 @pytest.mark.parametrize("plan", PLANS)
 def test_gradcheck_float64(plan):
-    with native(K.native_available()):
+    with native(N.native_available()):
         A, B, bias = _factors(12, 8, (6, 4))
         x = torch.randn(4, 8, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda x, A, B, b: kron_linear(x, A, B, b, plan=plan), (x, A, B, bias))
@@ -162,21 +165,28 @@ def test_generic_plan_matches_fast_plans():
         torch.testing.assert_close(kron_linear(x, A, B, bias, plan=plan), ref, rtol=2e-5, atol=2e-5)
 
 
-def test_kron_matmul_keeps_its_contract():
+def test_order_and_plan_are_checked():
     A, B, _ = _factors(24, 20, (6, 5), rank=2)
     x = torch.randn(4, 20, dtype=torch.float64)
     for order in ("a_first", "b_first"):
-        torch.testing.assert_close(kron_matmul(x, A, B, order), x @ kron_sum(A, B).T)
+        torch.testing.assert_close(kron_linear(x, A, B, order=order), x @ kron_sum(A, B).T)
     A1, B1 = A[:1], B[:1]
-    torch.testing.assert_close(kron_matmul(x, A1, B1, "b_first", plan="b_mid"), x @ kron_sum(A1, B1).T)
+    torch.testing.assert_close(kron_linear(x, A1, B1, order="b_first", plan="b_mid"), x @ kron_sum(A1, B1).T)
     with pytest.raises(ValueError, match="unknown contraction order"):
-        kron_matmul(x, A, B, "c_first")
+        kron_linear(x, A, B, order="c_first")
     with pytest.raises(ValueError, match="applies a_first"):
-        kron_matmul(x, A1, B1, "b_first", plan="a_mid")
+        kron_linear(x, A1, B1, order="b_first", plan="a_mid")
     with pytest.raises(ValueError, match="one Kronecker sum"):
         kron_linear(x, A, B, plan="b_mid")
     with pytest.raises(ValueError, match="unknown plan"):
         kron_linear(x, A1, B1, plan="fastest")
+    layer = KroneckerLinear(20, 24, (6, 5))
+    assert layer.order == "b_first" and layer.plan == "b_planar"
+    with pytest.raises(ValueError, match="applies a_first"):  # a plan must apply the layer's order
+        layer.plan = "a_mid"
+    layer.plan = "generic"
+    layer.order = "a_first"  # a forced generic plan stays
+    assert layer.plan == "generic"
 
 
 def test_odd_inputs():
@@ -187,6 +197,7 @@ def test_odd_inputs():
     assert layer(torch.zeros(0, 64, dtype=torch.float64)).shape == (0, 64)  # no tokens
     torch.testing.assert_close(layer(x[0, 0]), ref[0, 0])  # one vector, no batch dims
     layer.order = "a_first"  # reassigning the order re-plans the layout
+    assert layer.plan == choose_plan(layer.a_shape, layer.b_shape, 1, "a_first")
     torch.testing.assert_close(layer(x), ref)
 
 
@@ -256,18 +267,18 @@ def test_native_kernels_build_from_scratch(tmp_path, monkeypatch):
 
     if shutil.which("cc") is None and shutil.which("gcc") is None:
         pytest.skip("no C compiler")
-    saved = dict(K._native_state)
+    saved = dict(N._native_state)
     try:
         monkeypatch.setenv("KBERT_NATIVE_DIR", str(tmp_path))
-        K._native_state.clear()
-        assert K.native_available(), K._native_state.get("error")
+        N._native_state.clear()
+        assert N.native_available(), N._native_state.get("error")
         assert list(tmp_path.glob("kbert_kron_*.so"))
         monkeypatch.setenv("KBERT_NATIVE", "0")
-        K._native_state.clear()
-        assert not K.native_available()
+        N._native_state.clear()
+        assert not N.native_available()
     finally:
-        K._native_state.clear()
-        K._native_state.update(saved)
+        N._native_state.clear()
+        N._native_state.update(saved)
 
 
 def test_chunked_helpers_match_torch():
@@ -277,15 +288,15 @@ def test_chunked_helpers_match_torch():
         for dtype, (k, N, m) in itertools.product([torch.float32, torch.float64], [(2, 70, 48), (3, 5, 7), (1, 4, 6)]):
             P = torch.randn(k, N, m, generator=g, dtype=dtype)
             bias = torch.randn(m * k, generator=g, dtype=dtype)
-            Y = K._interleave(P, bias)
+            Y = passes.interleave(P, bias)
             torch.testing.assert_close(Y, P.permute(1, 2, 0) + bias.view(m, k))
-            back, colsum = K._deinterleave(Y, colsum=True)
+            back, colsum = passes.deinterleave(Y, colsum=True)
             torch.testing.assert_close(back, Y.permute(2, 0, 1))
             torch.testing.assert_close(colsum, Y.sum(0).reshape(-1), **_tol(dtype, colsum))
             M = torch.randn(3, k, generator=g, dtype=dtype)
             X = torch.randn(N, k, m, generator=g, dtype=dtype)
             b2 = torch.randn(3, m, generator=g, dtype=dtype)
-            out, cs = K._mid(M, X, b2, colsum=True)
+            out, cs = passes.mid(M, X, b2, colsum=True)
             torch.testing.assert_close(out, torch.matmul(M, X) + b2, **_tol(dtype, out))
             torch.testing.assert_close(cs, X.sum(0).reshape(-1), **_tol(dtype, cs))
 
@@ -299,17 +310,17 @@ def test_attention_kernels_match_torch():
             mask = torch.randn(B, 1, rows, T, generator=g)
             mask[0, ..., T // 2:] = torch.finfo(torch.float32).min
             with torch.no_grad():
-                scores = K.attention_scores(q, k, mask, H, 0.125)
+                scores = attention_scores(q, k, mask, H, 0.125)
                 ref = torch.baddbmm(mask.expand(B, H, rows, T).reshape(B * H, -1, T), q, k.transpose(1, 2), alpha=0.125)
                 torch.testing.assert_close(scores, ref)
                 probs = ref.softmax(-1)
-                context = K.attention_context(probs, v, H)
+                context = attention_context(probs, v, H)
                 torch.testing.assert_close(context, torch.bmm(probs, v).view(B, H, T, dh).transpose(1, 2).reshape(B, T, H * dh))
         with torch.no_grad():  # shapes the kernels do not take
-            assert K.attention_scores(torch.randn(4, 7, 16), torch.randn(4, 7, 16), torch.zeros(2, 1, 1, 7), 2, 1.0) is None
-            assert K.attention_context(torch.randn(4, 8, 8), torch.randn(4, 8, 8), 2) is None
+            assert attention_scores(torch.randn(4, 7, 16), torch.randn(4, 7, 16), torch.zeros(2, 1, 1, 7), 2, 1.0) is None
+            assert attention_context(torch.randn(4, 8, 8), torch.randn(4, 8, 8), 2) is None
         qg = torch.randn(2, 16, 16, requires_grad=True)  # autograd needs torch ops
-        assert K.attention_scores(qg, qg, torch.zeros(1, 1, 1, 16), 2, 1.0) is None
+        assert attention_scores(qg, qg, torch.zeros(1, 1, 1, 16), 2, 1.0) is None
 
 
 def test_model_inference_fast_path_matches_autograd_path():

@@ -1,0 +1,116 @@
+"""Helpers shared by several test modules (import them: ``from helpers import REPO``).
+
+pytest puts tests/ on ``sys.path`` for tests/conftest.py (rootdir-relative, "prepend"
+import mode), so test modules at any depth import this module by its plain name.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+from kbert.compress import compress
+from kbert.config import config_hash, load_config
+from kbert.modeling import KBertConfig, KBertForSequenceClassification
+
+# --------------------------------------------------------------------------------------
+# The repository and its workflow
+# --------------------------------------------------------------------------------------
+
+REPO = Path(__file__).resolve().parent.parent
+SNAKEFILE = REPO / "workflow" / "Snakefile"
+CONFIGS = REPO / "config"
+
+
+def run_workflow(workdir: Path, configfile: str | Path | None = None, targets=("all",), *,
+                 dryrun: bool = True, cores: int = 2, extra=(), timeout: float = 120):
+    """Run Snakemake on this repository's workflow with ``workdir`` as working directory.
+
+    ``config/`` is copied into ``workdir`` (the default ``configfile:`` is relative to
+    the working directory), so outputs (``work/``, ``results/``, ``figures/``) land in
+    ``workdir`` and never in the checkout. ``configfile`` is a preset path (relative to
+    the repository or absolute); None uses config/config.yaml. Returns the
+    CompletedProcess; ``.out`` holds stdout + stderr.
+    """
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    if not (workdir / "config").exists():
+        shutil.copytree(CONFIGS, workdir / "config")
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           "--cores", str(cores), "--printshellcmds"]
+    if configfile is not None:
+        path = Path(configfile)
+        # "=" form: --configfile takes several values and would swallow the targets.
+        cmd.append(f"--configfile={path if path.is_absolute() else REPO / path}")
+    if dryrun:
+        cmd.append("--dry-run")
+    cmd += [*extra, *targets]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    proc.out = proc.stdout + proc.stderr
+    return proc
+
+
+def resolved_path(preset) -> str:
+    """Where a run of ``preset`` writes its resolved config (one file per config hash)."""
+    config = load_config(REPO / preset)
+    return f"{config['paths']['work']}/{config['preset']}/config.{config_hash(config)[:16]}.resolved.yaml"
+
+
+# --------------------------------------------------------------------------------------
+# Tiny models and problems (losses, training, device tests)
+# --------------------------------------------------------------------------------------
+
+TINY = dict(vocab_size=100, hidden_size=16, num_hidden_layers=2, num_attention_heads=4, intermediate_size=32,
+            max_position_embeddings=32, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+ALL_LOSSES = {"embedding": 1.0, "attention": 1.0, "hidden": 1.0, "logit": 1.0, "supervised": 1.0}
+
+
+def tiny_batch():
+    """Three padded sequences of token ids with labels, for the tiny models of ``tiny_pair``."""
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(1, 100, (3, 9), generator=g)
+    mask = torch.ones_like(ids)
+    mask[0, 6:] = 0
+    mask[2, 3:] = 0
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": torch.zeros_like(ids),
+            "labels": torch.tensor([0, 2, 1])}
+
+
+def tiny_pair():
+    """A tiny dense teacher (3 labels, dropout off) and its Kronecker student (seeded)."""
+    torch.manual_seed(0)
+    teacher = KBertForSequenceClassification(KBertConfig(**TINY, num_labels=3)).eval()
+    student, _ = compress(teacher, {"attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 2})
+    return teacher, student
+
+
+# distillation_loss(tiny_pair student, teacher, tiny_batch) with ALL_LOSSES, float32 CPU
+GOLDEN_LOSSES = {"embedding": 0.144725, "attention": 6.8e-05, "hidden": 0.291217, "logit": 1.098609, "supervised": 1.098562}
+
+
+def toy_problem(seed=0, width=8):
+    """A two-layer regression net, its epoch batches and step loss: (model, batches, step_loss)."""
+    torch.manual_seed(seed)
+    model = torch.nn.Sequential(torch.nn.Linear(4, width), torch.nn.Dropout(0.1), torch.nn.Linear(width, 1))
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(64, 4, generator=g)
+    y = x.sum(-1, keepdim=True)
+
+    def batches(epoch):
+        order = torch.randperm(64, generator=torch.Generator().manual_seed(100 + epoch))
+        for i in range(0, 64, 16):
+            idx = order[i:i + 16]
+            yield {"x": x[idx], "y": y[idx]}
+
+    def step_loss(batch):
+        loss = torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
+        return loss, {"mse": loss.item()}
+
+    return model, batches, step_loss
+
+
+TOY_SETTINGS = dict(epochs=3, lr=1e-2, steps_per_epoch=4, checkpoint_every=3)
