@@ -73,18 +73,10 @@ def figure(frame: pd.DataFrame, out_dir: Path) -> list[Path]:
         for _, r in group.iterrows():
             ax.annotate(f"{r['minutes']:.0f} min", (r["train_examples"], 100 * r["score"]), fontsize=6,
                         textcoords="offset points", xytext=(0, 5), ha="center")
-        majority = group.iloc[0]["majority"]
-        if majority is not None and not pd.isna(majority):
-            ax.axhline(100 * majority, color="grey", linestyle=":", linewidth=1, label="Majority class")
+        figures.score_panel(ax, task_label(task), "training rows (log)", majority=group.iloc[0]["majority"])
         ax.set_xscale("log")
-        ax.set_xlabel("training rows (log)", fontsize=7)
-        ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(task_label(task), fontsize=9)
-        ax.tick_params(labelsize=7)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Teacher fine-tuning on growing training subsets; labels: minutes per run on this machine."
-    return figures.save_figure(fig, out_dir, "curve", caption, legend_width=0.2)
+    return figures.save_panels(fig, axes, out_dir, "curve", caption, legend_width=0.2)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:

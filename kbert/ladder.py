@@ -88,6 +88,17 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
     return out.sort_values(["task", "variant", "compression_factor", "family"], kind="stable").reset_index(drop=True)
 
 
+def _heading(title: str, first: pd.Series) -> str:
+    """A table block's heading: what it is, the teacher, the majority class, the dev size."""
+    majority = MISSING if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
+    return (f"{title}: teacher {100 * first['teacher']:.1f}, majority class {majority}, "
+            f"{first['n_examples']} dev examples")
+
+
+def _margin_cell(row: pd.Series) -> str:
+    return MISSING if pd.isna(row["margin_retention"]) else f"{100 * row['margin_retention']:.0f}%"
+
+
 def _score_cell(row: pd.Series) -> str:
     below = not pd.isna(row["majority"]) and row["score"] < row["majority"] - NEAR_MAJORITY
     mark = " (at majority)" if row["at_majority"] else " (below majority)" if below else ""
@@ -97,15 +108,11 @@ def _score_cell(row: pd.Series) -> str:
 def table(frame: pd.DataFrame, labels: dict) -> render.Table:
     blocks = []
     for (task, variant), group in frame.groupby(["task", "variant"], sort=True):
-        first = group.iloc[0]
-        majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
         header = ["Student", "Family", "CF", "Params (M)", "Init error", "Score (% of teacher)", "Margin retention"]
         rows = [[labels.get(r["model"], r["model"]), r["family"], f"{r['compression_factor']:.1f}",
-                 f"{r['params'] / 1e6:.2f}", fmt_number(r["init_error"], 3), _score_cell(r),
-                 MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
+                 f"{r['params'] / 1e6:.2f}", fmt_number(r["init_error"], 3), _score_cell(r), _margin_cell(r)]
                 for _, r in group.iterrows()]
-        blocks.append((f"{task_label(task)}, {variant}: teacher {100 * first['teacher']:.1f}, "
-                       f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
+        blocks.append((_heading(f"{task_label(task)}, {variant}", group.iloc[0]), header, rows))
     notes = [
         "Score x100 on the task's dev split (MNLI: matched; the heading gives its size), the task's key score "
         "(MRPC: mean of F1 and accuracy); mean over seeds.",
@@ -128,21 +135,14 @@ def figure(frame: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
             ax.plot(rows["compression_factor"], 100 * rows["score"], marker=FAMILY_MARKERS.get(family, "o"),
                     color=equal_size.FAMILY_COLORS.get(family), label=equal_size.FAMILY_LABELS.get(family, family))
         first = group.iloc[0]
-        ax.axhline(100 * first["teacher"], color="black", linestyle="--", linewidth=1, label="Teacher")
-        if not pd.isna(first["majority"]):
-            ax.axhline(100 * first["majority"], color="grey", linestyle=":", linewidth=1, label="Majority class")
+        figures.score_panel(ax, f"{task_label(task)} ({variant})", "compression factor (log)",
+                            first["teacher"], first["majority"])
         ax.set_xscale("log")
         rungs = sorted(group["compression_factor"].unique())
         ax.set_xticks(rungs, [f"{cf:.1f}" for cf in rungs], minor=False)
         ax.xaxis.set_minor_locator(plt.NullLocator())   # the rungs are the only ticks worth reading
-        ax.set_xlabel("compression factor (log)", fontsize=7)
-        ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(f"{task_label(task)} ({variant})", fontsize=9)
-        ax.tick_params(labelsize=7)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Same task KD for every rung; compression factor 1 is the lossless student (B 1x1)."
-    return figures.save_figure(fig, out_dir, "ladder", caption, legend_width=0.3)
+    return figures.save_panels(fig, axes, out_dir, "ladder", caption, legend_width=0.3)
 
 
 def dose_frame(frame: pd.DataFrame, runs, config: dict) -> pd.DataFrame:
@@ -156,14 +156,10 @@ def dose_frame(frame: pd.DataFrame, runs, config: dict) -> pd.DataFrame:
 def dose_table(dose: pd.DataFrame, labels: dict) -> render.Table:
     blocks = []
     for (task, model), group in dose.groupby(["task", "model"], sort=True):
-        first = group.iloc[0]
-        majority = "–" if pd.isna(first["majority"]) else f"{100 * first['majority']:.1f}"
         header = ["General-KD epochs", "General-KD loss at the end", "Score (% of teacher)", "Margin retention"]
         rows = [[f"{r['general_kd_epochs']:.0f}", fmt_number(r["general_kd_last_loss"], 2), _score_cell(r),
-                 MISSING if pd.isna(r["margin_retention"]) else f"{100 * r['margin_retention']:.0f}%"]
-                for _, r in group.iterrows()]
-        blocks.append((f"{labels.get(model, model)} on {task_label(task)}: teacher {100 * first['teacher']:.1f}, "
-                       f"majority class {majority}, {first['n_examples']} dev examples", header, rows))
+                 _margin_cell(r)] for _, r in group.iterrows()]
+        blocks.append((_heading(f"{labels.get(model, model)} on {task_label(task)}", group.iloc[0]), header, rows))
     notes = [
         "The same task KD after 0 (the SVD init), 1, 3, ... epochs of general KD on the offline corpus "
         "(config general_kd.corpus). The points are a chain: each continues the previous one for the epochs "
@@ -181,21 +177,14 @@ def dose_figure(dose: pd.DataFrame, out_dir: Path, labels: dict) -> list[Path]:
         for model, rows in group.groupby("model", sort=True):
             ax.plot(rows["general_kd_epochs"], 100 * rows["score"], marker="o", label=labels.get(model, model))
         first = group.iloc[0]
-        ax.axhline(100 * first["teacher"], color="black", linestyle="--", linewidth=1, label="Teacher")
-        if not pd.isna(first["majority"]):
-            ax.axhline(100 * first["majority"], color="grey", linestyle=":", linewidth=1, label="Majority class")
+        figures.score_panel(ax, task_label(task), "general-KD epochs of the offline corpus",
+                            first["teacher"], first["majority"])
         ax.set_xscale("symlog", linthresh=1)  # 0 epochs (the SVD init) stays on the axis
         points = sorted(group["general_kd_epochs"].unique())
         ax.set_xticks(points, [f"{e:.0f}" for e in points])
         ax.xaxis.set_minor_locator(plt.NullLocator())
-        ax.set_xlabel("general-KD epochs of the offline corpus", fontsize=7)
-        ax.set_ylabel("dev score", fontsize=7)
-        ax.set_title(task_label(task), fontsize=9)
-        ax.tick_params(labelsize=7)
-    handles, names = axes[0].get_legend_handles_labels()
-    fig.legend(handles, names, loc="center right", fontsize=7)
     caption = "Same task KD after each general-KD budget; 0 is the SVD init."
-    return figures.save_figure(fig, out_dir, "dose", caption, legend_width=0.3)
+    return figures.save_panels(fig, axes, out_dir, "dose", caption, legend_width=0.3)
 
 
 def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:

@@ -105,6 +105,26 @@ def save_figure(fig, fig_dir: Path, name: str, caption: str,
 
 
 
+def score_panel(ax, title: str, xlabel: str, teacher=None, majority=None) -> None:
+    """A dev-score panel's labels, with the teacher (dashed) and majority-class (dotted)
+    lines where those scores exist."""
+    if teacher is not None and not pd.isna(teacher):
+        ax.axhline(100 * teacher, color="black", linestyle="--", linewidth=1, label="Teacher")
+    if majority is not None and not pd.isna(majority):
+        ax.axhline(100 * majority, color="grey", linestyle=":", linewidth=1, label="Majority class")
+    ax.set_xlabel(xlabel, fontsize=7)
+    ax.set_ylabel("dev score", fontsize=7)
+    ax.set_title(title, fontsize=9)
+    ax.tick_params(labelsize=7)
+
+
+def save_panels(fig, axes, fig_dir: Path, name: str, caption: str, legend_width: float) -> list[Path]:
+    """One legend (the first panel's entries) on the right, then ``save_figure``."""
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7)
+    return save_figure(fig, fig_dir, name, caption, legend_width=legend_width)
+
+
 def grid(n: int, width: float = 3.2, height: float = 2.8):
     cols = min(n, 4)
     rows = math.ceil(n / cols)
