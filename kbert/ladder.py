@@ -121,7 +121,8 @@ def table(frame: pd.DataFrame, labels: dict) -> render.Table:
         f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label; "
         "'(below majority)': more than that below it.",
         "Init error: mean relative Frobenius error of the factorised matrices at the SVD init "
-        "(0 for the lossless student, whose Kronecker factors B are 1x1).",
+        "(0 for the lossless student, whose Kronecker factors B are 1x1; for init: data_aware the weight error "
+        "of its factors, higher by design: they lower the output error on calibration text instead).",
         "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",
     ]
     return render.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)

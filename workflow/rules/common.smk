@@ -265,19 +265,22 @@ def init_stage(variant):
     return "init" if epochs == 0 else f"general_{epochs}ep"
 
 
+def previous_dose_point(wildcards):
+    """The ladder.general_kd_epochs point before `epochs` (0: the SVD init)."""
+    return max((k for k in config["ladder"]["general_kd_epochs"] if k < int(wildcards.epochs)), default=0)
+
+
 def dose_init(wildcards):
     """Where the dose-response's general KD to `epochs` starts: the previous point of
     ladder.general_kd_epochs, or the SVD init for the first."""
-    epochs = int(wildcards.epochs)
-    earlier = [k for k in config["ladder"]["general_kd_epochs"] if k < epochs]
-    student = student_stage(wildcards.student, f"general_{max(earlier)}ep" if earlier else "init")
+    previous = previous_dose_point(wildcards)
+    student = student_stage(wildcards.student, f"general_{previous}ep" if previous else "init")
     return {"init_model": student["model"], "init_metrics": student["metrics"]}
 
 
 def dose_more_epochs(wildcards):
     """Epochs the dose-response job adds to its starting point."""
-    earlier = [k for k in config["ladder"]["general_kd_epochs"] if k < int(wildcards.epochs)]
-    return f"--epochs {int(wildcards.epochs) - max(earlier, default=0)}"
+    return f"--epochs {int(wildcards.epochs) - previous_dose_point(wildcards)}"
 
 
 def task_kd_inputs(wildcards):
