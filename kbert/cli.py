@@ -72,33 +72,33 @@ def cmd_data(args, config=None) -> None:
 
 
 def cmd_finetune_teacher(args, config) -> None:
-    from kbert.recipes import finetune_teacher
+    from kbert.stages import finetune_teacher
 
     finetune_teacher.run(config, args.task, args.out, max_train_examples=args.max_train_examples)
 
 
 def cmd_compress(args, config) -> None:
-    from kbert.recipes import compress_teacher
+    from kbert.stages import compress
 
-    report = compress_teacher.run(config, args.student, args.out)
+    report = compress.run(config, args.student, args.out)
     keys = ("family", "kronecker", "low_rank", "shape", "params", "compression_factor", "relative_error_mean")
     print(json.dumps({k: report[k] for k in keys}, indent=2))
 
 
 def cmd_general_kd(args, config) -> None:
-    from kbert.recipes import general_kd
+    from kbert.stages import general_kd
 
     general_kd.run(config, args.student, args.init, args.out, epochs=args.epochs)
 
 
 def cmd_augment(args, config) -> None:
-    from kbert.recipes import augment_data
+    from kbert.stages import augment
 
-    print(augment_data.run(config, args.task, args.out))
+    print(augment.run(config, args.task, args.out))
 
 
 def cmd_task_kd(args, config) -> None:
-    from kbert.recipes import task_kd
+    from kbert.stages import task_kd
 
     task_kd.run(config, args.task, args.student, args.variant, args.seed, args.init, args.teacher, args.out,
                 args.augmented)

@@ -64,7 +64,7 @@ def logit_loss(student, teacher, kind: str, temperature: float = 1.0) -> torch.T
         return soft_cross_entropy(student.logits, teacher.logits, temperature)
     if kind == "regression":
         # Not F.mse_loss: it saves the target for backward, and the teacher's logits are
-        # inference-mode tensors (kbert/recipes run the teacher under torch.inference_mode).
+        # inference-mode tensors (kbert/stages run the teacher under torch.inference_mode).
         return ((student.logits.float() - teacher.logits.float()) ** 2).mean()
     if kind == "span":
         return (

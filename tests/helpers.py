@@ -13,7 +13,7 @@ from pathlib import Path
 
 import torch
 
-from kbert.compress import compress
+from kbert.students import compress
 from kbert.config import config_hash, load_config
 from kbert.modeling import KBertConfig, KBertForSequenceClassification
 

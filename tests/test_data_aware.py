@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from kbert.calibration import data_aware_init
-from kbert.compress import compress
+from kbert.students import compress
 from kbert.layers.kronecker import (
     KroneckerLinear, kron_sum, kronecker_moment_factors, nearest_kronecker, nearest_kronecker_embedding_weighted,
     nearest_kronecker_weighted, output_error, second_moment,
@@ -198,7 +198,7 @@ def test_config_accepts_data_aware_for_kronecker_students_only():
 
 
 def test_calibration_windows_are_full_and_from_separate_documents():
-    from kbert.recipes import compress_teacher as ct
+    from kbert.stages import compress as ct
     from kbert.teachers import tokenizer_for
 
     tokenizer = tokenizer_for({"source": "random"})

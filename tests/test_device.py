@@ -172,7 +172,7 @@ def test_golden_losses_on_cuda():
 @pytest.mark.gpu
 @needs_cuda
 def test_smoke_teacher_stage_on_cuda(tmp_path):
-    from kbert.recipes import finetune_teacher
+    from kbert.stages import finetune_teacher
 
     config = load_config(yaml.safe_load((REPO / "config" / "smoke.yaml").read_text()))
     config.update(device="cuda", precision="auto")

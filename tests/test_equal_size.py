@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kbert.compress import MATCH_TOLERANCE, compress, count_parameters, student_config
+from kbert.students import MATCH_TOLERANCE, compress, count_parameters, student_config
 from kbert.losses import distillation_loss, intermediate_losses, teacher_layers
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear, truncated_svd
 from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel

@@ -21,7 +21,7 @@ from kbert.data.glue import encode
 from kbert.data.task_data import eval_rows
 from kbert.evaluate import model_inputs
 from kbert.modeling import TASK_MODELS
-from kbert.recipes import compress_teacher, finetune_teacher, task_kd
+from kbert.stages import compress, finetune_teacher, task_kd
 from kbert.teachers import tokenizer_for
 from helpers import REPO
 
@@ -64,7 +64,7 @@ def gap(config: dict, teacher_dir: Path, student_dir: Path) -> float:
 
 
 def distil_lossless(config: dict, teacher_dir: Path, out: Path) -> dict:
-    compress_teacher.run(config, "lossless", str(out / "init"))
+    compress.run(config, "lossless", str(out / "init"))
     return task_kd.run(config, "mrpc", "lossless", "no_general_kd", 0, str(out / "init"), str(teacher_dir),
                        str(out / "kd"))
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from kbert.compress import compress, count_flops, count_parameters, student_config
+from kbert.students import compress, count_flops, count_parameters, student_config
 from kbert.modeling import KBertConfig, KBertForQuestionAnswering, KBertForSequenceClassification, KBertModel
 from kbert.teachers import load_bert_weights, load_pretrained, task_model_from_encoder
 

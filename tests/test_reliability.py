@@ -54,7 +54,7 @@ def test_cli_is_offline_before_huggingface_hub_is_imported():
 ])
 def test_user_errors_are_one_line_without_traceback(monkeypatch, capsys, tmp_path, error):
     import kbert.data.hub
-    import kbert.recipes.compress_teacher
+    import kbert.stages.compress
     import kbert.training
 
     exception = eval(error, {"kbert": kbert})
@@ -62,7 +62,7 @@ def test_user_errors_are_one_line_without_traceback(monkeypatch, capsys, tmp_pat
     def fail(*args):
         raise exception
 
-    monkeypatch.setattr(kbert.recipes.compress_teacher, "run", fail)
+    monkeypatch.setattr(kbert.stages.compress, "run", fail)
     argv = ["compress", "--config", SMOKE, "--student", "kron_4", "--out", str(tmp_path)]
     assert cli.main(argv) == 2
     err = capsys.readouterr().err

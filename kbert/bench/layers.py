@@ -43,7 +43,7 @@ EXTRA_COLUMNS = [
 
 def table1_shapes(hidden: int = HIDDEN, intermediate: int = INTERMEDIATE) -> list[dict]:
     """One entry per distinct matrix shape of the Table-1 presets (W_Q, W_K, W_V, W_O share one)."""
-    from kbert.compress import PRESETS
+    from kbert.students import PRESETS
 
     shapes = []
     for preset, spec in PRESETS.items():

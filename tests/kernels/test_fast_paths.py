@@ -244,7 +244,7 @@ def test_fused_qkv_heads(dtype, use_native):
 
 def test_attention_fused_and_unfused_agree(monkeypatch):
     """A Kronecker student's attention gives the same scores and outputs with and without Q/K/V fusion."""
-    from kbert.compress import student_config
+    from kbert.students import student_config
     from kbert.modeling import KBertConfig, KBertModel
 
     base = KBertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,

@@ -40,12 +40,12 @@ def _impossible_students():
     matrices, an unreachable target_compression): an error now, not in the compress job.
     It needs torch and transformers (seconds to import), hence here and not in
     kbert.config, and a passed check is remembered (per teacher, students and code)."""
-    code = (Path(workflow.basedir).parent / "kbert" / "compress.py").read_bytes()
+    code = (Path(workflow.basedir).parent / "kbert" / "students.py").read_bytes()
     key = kconfig.config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbert" / "students-ok"
     if (cache / key).exists():
         return []
-    from kbert.compress import student_errors
+    from kbert.students import student_errors
     from kbert.teachers import teacher_architecture
 
     teacher = teacher_architecture(config["teacher"])
@@ -350,7 +350,7 @@ def fingerprint(stage, **keys):
         elif stage in ("compress", "general_kd"):
             parts["student"] = config["students"][student]
             if parts["student"].get("init") == "data_aware":
-                # calibration text: the student's general-KD corpus (kbert/recipes/compress_teacher.py)
+                # calibration text: the student's general-KD corpus (kbert/stages/compress.py)
                 corpus = kconfig.settings(config, "general_kd", student=student)["corpus"]
                 parts["calibration"] = {"corpus": corpus, "source": config["data"]["source"]}
             if stage == "general_kd":

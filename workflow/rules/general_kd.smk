@@ -1,4 +1,4 @@
-# Stage 1: general distillation from the pre-trained teacher on a corpus, one per student.
+# general_kd: general distillation from the pre-trained teacher on a corpus, one per student.
 
 
 rule general_kd:

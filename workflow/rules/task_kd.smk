@@ -1,4 +1,4 @@
-# Stage 2: task distillation from the fine-tuned teacher, one run per
+# task_kd: task distillation from the fine-tuned teacher, one run per
 # (student, variant, task, seed). The variant decides the initial student and the data:
 #   full           general-KD student, task data
 #   full_aug       general-KD student, task data + augmented rows

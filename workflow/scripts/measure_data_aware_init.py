@@ -13,9 +13,9 @@ import time
 
 import torch
 
-from kbert.compress import compress
+from kbert.students import compress
 from kbert.config import load_config
-from kbert.recipes.compress_teacher import _calibration
+from kbert.stages.compress import _calibration
 from kbert.teachers import load_pretrained
 
 STUDENTS = {  # the default preset's two Kronecker students, and explicit 2.6x shapes

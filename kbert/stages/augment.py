@@ -1,4 +1,4 @@
-"""Augmentation stage: TinyBERT-style augmented training rows for one task, cached as parquet.
+"""The augment stage: TinyBERT-style augmented training rows for one task, cached as parquet.
 
 The rows are the task's training rows (the same capped subset the students train on), of
 which the first ``max_source_examples`` are augmented. Shared by every student.

@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from kbert.config import load_config
-from kbert.recipes import compress_teacher, general_kd, task_kd
+from kbert.stages import compress, general_kd, task_kd
 from helpers import REPO
 
 
@@ -21,7 +21,7 @@ def smoke_config():
 @pytest.fixture(scope="module")
 def compressed(tmp_path_factory, smoke_config):
     out = tmp_path_factory.mktemp("runs") / "init"
-    compress_teacher.run(smoke_config, "kron_4", str(out))
+    compress.run(smoke_config, "kron_4", str(out))
     return out
 
 
@@ -44,7 +44,7 @@ def test_general_kd_lowers_the_distillation_loss(compressed, tmp_path, smoke_con
 
 def test_unknown_student_is_rejected(smoke_config, tmp_path):
     with pytest.raises(ValueError, match="unknown student 'kron_99'"):
-        compress_teacher.run(smoke_config, "kron_99", str(tmp_path / "x"))
+        compress.run(smoke_config, "kron_99", str(tmp_path / "x"))
     assert not (tmp_path / "x").exists()
 
 
@@ -74,7 +74,7 @@ def test_config_without_students_is_rejected_before_any_work(smoke_config):
 
 def test_prediction_phase_trains_the_prediction_terms_only(compressed, tmp_path, smoke_config):
     """task_kd.prediction_epochs: TinyBERT's second phase runs after the Eq. 14 steps."""
-    from kbert.recipes import finetune_teacher
+    from kbert.stages import finetune_teacher
 
     config = copy.deepcopy(smoke_config)
     config["task_kd"]["prediction_epochs"] = 1
@@ -103,7 +103,7 @@ def test_dose_response_chain_counts_general_kd_epochs(compressed, tmp_path, smok
 
 
 def test_teacher_learning_curve_point_caps_the_training_rows(tmp_path, smoke_config):
-    from kbert.recipes import finetune_teacher
+    from kbert.stages import finetune_teacher
 
     metrics = finetune_teacher.run(smoke_config, "sst2", str(tmp_path / "n8"), max_train_examples=8)
     assert metrics["train_examples"] == 8

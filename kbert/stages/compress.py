@@ -1,10 +1,10 @@
-"""Stage 2: compress the pre-trained teacher into a student (nearest-Kronecker SVD).
+"""The compress stage: compress the pre-trained teacher into a student (nearest-Kronecker SVD).
 
 No training: every compressed matrix is the best Kronecker approximation of the teacher's
 (in Frobenius norm, or with ``init: data_aware`` in output error on calibration text
 from the general-KD corpus); everything else is copied. The equal-size baselines go through the
 same step: low-rank students take the truncated SVD, dense TinyBERT-style students start
-from random weights (kbert/compress.py).
+from random weights (kbert/students.py).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import time
 import numpy as np
 import torch
 
-from kbert.compress import compress
+from kbert.students import compress
 from kbert.config import settings
 from kbert.data.corpora import load_corpus
 from kbert.provenance import sha256_json

@@ -1,4 +1,4 @@
-"""Stage 3: general (pre-training) distillation of the SVD-initialised student.
+"""The general-kd stage: general (pre-training) distillation of the SVD-initialised student.
 
 Teacher: the *pre-trained* encoder (not fine-tuned). Loss: embedding-output MSE +
 per-layer pre-softmax attention-score MSE + per-layer hidden-state MSE, layer l to layer l

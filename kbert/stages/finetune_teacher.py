@@ -1,4 +1,4 @@
-"""Stage 1 of the DAG: fine-tune the pre-trained teacher on one task.
+"""The finetune-teacher stage: fine-tune the pre-trained teacher on one task.
 
 The paper gives no teacher recipe (its teacher numbers are copied from TinyBERT), so this is
 the standard BERT fine-tuning: AdamW, linear warm-up/decay, cross-entropy (MSE for STS-B,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 
-from kbert.compress import count_flops, count_parameters
+from kbert.students import count_flops, count_parameters
 from kbert.config import settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum

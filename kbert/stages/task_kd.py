@@ -1,4 +1,4 @@
-"""Stage 4: task distillation from the fine-tuned teacher into the student (paper §3.5).
+"""The task-kd stage: task distillation from the fine-tuned teacher into the student (paper §3.5).
 
 Student: the general-KD encoder (or, for the ``no_general_kd`` ablation, the SVD init),
 with the pooler and prediction head copied from the fine-tuned teacher (paper §3.7).
@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
-from kbert.compress import count_flops, count_parameters
+from kbert.students import count_flops, count_parameters
 from kbert.config import check_variant, settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
