@@ -1,4 +1,4 @@
-"""The training loop every recipe shares: AdamW with linear warm-up/decay, a progress bar
+"""The training loop every stage shares: AdamW with linear warm-up/decay, a progress bar
 with each loss term, a checkpoint every epoch (and every ``checkpoint_every`` steps) that a
 killed job resumes from, and a hard stop on a NaN/inf loss.
 
