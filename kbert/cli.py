@@ -126,6 +126,13 @@ def cmd_equal_size(args, config) -> None:
     write(args.runs, args.out, config)
 
 
+def cmd_glue_submission(args, config) -> None:
+    from kbert.report.submission import write_submission
+
+    names = write_submission([os.path.dirname(r) if r.endswith(".json") else r for r in args.runs], args.out)
+    print(f"{args.out}: {', '.join(names)} and submission.zip")
+
+
 def cmd_ladder(args, config) -> None:
     from kbert.ladder import write
 
@@ -207,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = stage("equal-size", cmd_equal_size, "the equal-size comparison: CSVs, table and figure in one directory")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the sweep and its teachers")
+    p.add_argument("--out", required=True)
+
+    p = stage("glue-submission", cmd_glue_submission,
+              "one model's GLUE test-server files, checked (rows, labels) and zipped")
+    p.add_argument("--runs", nargs="+", required=True, help="metrics.json files or run directories of one model")
     p.add_argument("--out", required=True)
 
     p = stage("ladder", cmd_ladder, "the sanity ladder: CSV, table and figure in one directory")

@@ -1,7 +1,8 @@
 """Evaluation of a task model on every eval split of its task.
 
 One result per eval split (MNLI has two), in the ``metrics.json`` format of
-docs/architecture.md: ``{eval_split, data_status, n_examples, metrics, score}``.
+docs/architecture.md: ``{eval_split, data_status, n_examples, metrics, score}``. And the
+predictions on a GLUE task's test splits, as the test server's files (never scored).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from kbert.data.squad import prepare_squad_eval, squad_best_spans, squad_referen
 from kbert.data.task_data import eval_rows
 from kbert.device import Runtime, model_device
 from kbert.metrics import compute_metrics, key_score
+from kbert.submission import server_file
 from kbert.tasks import DOC_STRIDE, get_task
 
 
@@ -94,3 +96,22 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
             "score": key_score(task, metrics),
         })
     return results
+
+
+def predict_test(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, batch_size: int = 64,
+                 runtime: Runtime | None = None) -> dict[str, str]:
+    """The GLUE server's files for every test split of ``task`` that the data source has:
+    ``{"predictions/<server_name>.tsv": text}`` (empty for SQuAD, and offline for every
+    task but MRPC and MNLI's AX). A stage writes them next to its metrics.json."""
+    runtime = runtime or Runtime(model_device(model))
+    spec = get_task(task)
+    model.eval()
+    files = {}
+    splits.check_source(data_cfg["source"])
+    for test in spec.available_test_splits(data_cfg["source"]):
+        rows = splits.load_test_split(task, test, source=data_cfg["source"])
+        # Test labels are hidden; the encoder wants a label column, so give it zeros.
+        rows = rows.add_column(spec.label_column, [0.0 if spec.is_regression else 0] * len(rows))
+        predictions, _ = _predict_glue(model, encode(rows, task, tokenizer, max_seq_length), batch_size, runtime)
+        files[f"predictions/{test.server_name}.tsv"] = server_file(rows["idx"], predictions, spec, test)
+    return files

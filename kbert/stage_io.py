@@ -57,8 +57,9 @@ def provenance(config: dict, started: float, data_sha256: str | None, seed: int 
 
 
 def write_stage(out_dir: str | Path, metrics: dict, model=None, tokenizer=None, log: list[dict] | None = None,
-                config: dict | None = None) -> None:
-    """Write ``model/``, ``metrics.json`` and ``train_log.json`` into ``out_dir`` in one rename.
+                config: dict | None = None, files: dict[str, str] | None = None) -> None:
+    """Write ``model/``, ``metrics.json``, ``train_log.json`` and any further text ``files``
+    (relative path -> text, e.g. the test-server predictions) into ``out_dir`` in one rename.
 
     With ``config``, the row records which teacher it belongs to (the tables name it).
     """
@@ -73,5 +74,8 @@ def write_stage(out_dir: str | Path, metrics: dict, model=None, tokenizer=None, 
             tokenizer.save_pretrained(tmp / "model")
         if log is not None:
             write_json(tmp / "train_log.json", log)
+        for relpath, text in (files or {}).items():
+            (tmp / relpath).parent.mkdir(parents=True, exist_ok=True)
+            (tmp / relpath).write_text(text)
         write_json(tmp / "metrics.json", metrics)
     shutil.rmtree(out_dir.parent / f"{out_dir.name}.partial", ignore_errors=True)  # resume state no longer needed

@@ -76,6 +76,34 @@ def unavailable(note: str) -> OfflineSplit:
     return OfflineSplit(files=(), status="unavailable", note=note)
 
 
+#: How a GLUE-server file writes a prediction: the label's name (NLI tasks), its id, or a
+#: float (STS-B). https://gluebenchmark.com/faq, and the files HF run_glue writes.
+SERVER_FORMATS = ("name", "id", "float")
+
+
+@dataclass(frozen=True)
+class TestSplit:
+    """A GLUE test split: its rows are predicted by the task's model and written to the
+    GLUE server's file ``<server_name>.tsv`` (``index<TAB>prediction``). Test labels are
+    hidden (-1 on the hub), so a test split is never scored here.
+
+    ``hub_name`` is the hub config, usually the task's own; AX, the diagnostic set, is
+    its own config ("ax"), with MNLI's columns, and is predicted by the MNLI model.
+    """
+
+    server_name: str                # "MRPC", "MNLI-m", "AX": the file name the server expects
+    hub_name: str                   # nyu-mll/glue config
+    hub_split: str                  # "test", "test_matched", ...
+    size: int                       # official row count: a submission file must have exactly these
+    offline: OfflineSplit           # the bundled file, or unavailable
+    server_format: str = "id"
+
+    def __post_init__(self):
+        if self.server_format not in SERVER_FORMATS:
+            raise ValueError(f"{self.server_name}: server_format {self.server_format!r} is not one of "
+                             f"{SERVER_FORMATS}")
+
+
 @dataclass(frozen=True)
 class TaskSpec:
     name: str                       # "mrpc", "mnli", "squad_v1", ...
@@ -92,6 +120,7 @@ class TaskSpec:
     version_2_with_negative: bool = False   # SQuAD v2.0: questions may have no answer
     main_label: str = ""                    # label of the first eval split (MNLI-m); default: label
     label_column: str = field(default="label")
+    test_splits: tuple[TestSplit, ...] = ()  # GLUE: what the test server scores
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -117,6 +146,11 @@ class TaskSpec:
     def splits(self) -> tuple[str, ...]:
         return ("train", *self.eval_splits)
 
+    def available_test_splits(self, source: str) -> tuple[TestSplit, ...]:
+        """The test splits ``source`` ("bundled" | "hub") has: the hub every one, the
+        bundled data only MRPC's and MNLI's AX."""
+        return tuple(t for t in self.test_splits if source == "hub" or t.offline.status != "unavailable")
+
     @property
     def available_offline(self) -> bool:
         return any(s.status != "unavailable" for s in self.offline.values())
@@ -132,39 +166,52 @@ def _parquet(folder: str, split: str, status: str = "full") -> OfflineSplit:
     return OfflineSplit(files=(f"glue/{folder}/{split}.parquet",), status=status)
 
 
+_NO_TEST = unavailable("GLUE test splits are unlabelled and not bundled (data/PROVENANCE.md)")
+
+
+def _test(server_name, config, size, split="test", offline=_NO_TEST, server_format="id") -> TestSplit:
+    return TestSplit(server_name, config, split, size, offline, server_format)
+
+
 def _glue(name, label, text_columns, label_names, metrics, key_metrics, hub_sizes, offline,
-          eval_splits=("validation",), main_label="") -> TaskSpec:
+          eval_splits=("validation",), main_label="", test_splits=()) -> TaskSpec:
     kind = "regression" if not label_names else "classification"
     return TaskSpec(
         name=name, label=label, main_label=main_label, kind=kind, text_columns=text_columns, label_names=label_names,
         metrics=tuple(f"{name}_{m}" for m in metrics),
         key_metrics=tuple(f"{name}_{m}" for m in key_metrics),
         max_seq_length=128, eval_splits=eval_splits,
-        hub=_glue_hub(name, hub_sizes), offline=offline,
+        hub=_glue_hub(name, hub_sizes), offline=offline, test_splits=test_splits,
     )
 
 
 GLUE = [
     _glue("cola", "CoLA", ("sentence",), ("unacceptable", "acceptable"), ["mcc"], ["mcc"],
           {"train": 8551, "validation": 1043},
-          {"train": _parquet("CoLA", "train"), "validation": _parquet("CoLA", "validation")}),
+          {"train": _parquet("CoLA", "train"), "validation": _parquet("CoLA", "validation")},
+          test_splits=(_test("CoLA", "cola", 1063),)),
     _glue("sst2", "SST-2", ("sentence",), ("negative", "positive"), ["acc"], ["acc"],
           {"train": 67349, "validation": 872},
           # The official train parquet is LFS-only in the source; ALPS re-split the very
           # same 67,349 rows into two TSVs, so together they are the full train split.
           {"train": OfflineSplit(("glue/SST-2/alps_train_part.tsv", "glue/SST-2/alps_dev_part.tsv"),
                                  "full", note="ALPS train_part + dev_part = official train"),
-           "validation": _parquet("SST-2", "validation")}),
+           "validation": _parquet("SST-2", "validation")},
+          test_splits=(_test("SST-2", "sst2", 1821),)),
     _glue("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
           ["f1", "acc"], ["f1", "acc"], {"train": 3668, "validation": 408},
-          {"train": _parquet("MRPC", "train"), "validation": _parquet("MRPC", "validation")}),
+          {"train": _parquet("MRPC", "train"), "validation": _parquet("MRPC", "validation")},
+          # The one GLUE test split bundled in full (the hub's copy even carries labels).
+          test_splits=(_test("MRPC", "mrpc", 1725, offline=_parquet("MRPC", "test")),)),
     _glue("stsb", "STS-B", ("sentence1", "sentence2"), (), ["pearson", "spearman"],
           ["pearson", "spearman"], {"train": 5749, "validation": 1500},
-          {"train": _parquet("STS-B", "train"), "validation": _parquet("STS-B", "validation")}),
+          {"train": _parquet("STS-B", "train"), "validation": _parquet("STS-B", "validation")},
+          test_splits=(_test("STS-B", "stsb", 1379, server_format="float"),)),
     _glue("qqp", "QQP", ("question1", "question2"), ("not_duplicate", "duplicate"),
           ["f1", "acc"], ["f1", "acc"], {"train": 363846, "validation": 40430},
           {"train": unavailable("QQP exists only as Git-LFS pointers in the source repo"),
-           "validation": unavailable("QQP exists only as Git-LFS pointers in the source repo")}),
+           "validation": unavailable("QQP exists only as Git-LFS pointers in the source repo")},
+          test_splits=(_test("QQP", "qqp", 390965),)),
     _glue("mnli", "MNLI", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
           ["acc"], ["acc"],
           {"train": 392702, "validation_matched": 9815, "validation_mismatched": 9832},
@@ -181,7 +228,12 @@ GLUE = [
            "validation_mismatched": OfflineSplit(("glue/MNLI/textfooler_mismatched.tsv",),
                                                  "subset",
                                                  columns=("label", "premise", "hypothesis"))},
-          eval_splits=("validation_matched", "validation_mismatched"), main_label="MNLI-m"),
+          eval_splits=("validation_matched", "validation_mismatched"), main_label="MNLI-m",
+          # AX, GLUE's diagnostic set, is scored by the server from the MNLI model's predictions.
+          test_splits=(_test("MNLI-m", "mnli", 9796, "test_matched", server_format="name"),
+                       _test("MNLI-mm", "mnli", 9847, "test_mismatched", server_format="name"),
+                       _test("AX", "ax", 1104, offline=OfflineSplit(("glue/AX/test.parquet",), "full"),
+                             server_format="name"))),  # AX has MNLI's columns
     _glue("qnli", "QNLI", ("question", "sentence"), ("entailment", "not_entailment"), ["acc"], ["acc"],
           {"train": 104743, "validation": 5463},
           # Only QNLI dev exists offline: split it by question so that no question is
@@ -189,13 +241,16 @@ GLUE = [
           {"train": OfflineSplit(("glue/QNLI/validation.parquet",), "derived",
                                  derived=Derived("question", "train")),
            "validation": OfflineSplit(("glue/QNLI/validation.parquet",), "derived",
-                                      derived=Derived("question", "eval"))}),
+                                      derived=Derived("question", "eval"))},
+          test_splits=(_test("QNLI", "qnli", 5463, server_format="name"),)),
     _glue("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ["acc"], ["acc"],
           {"train": 2490, "validation": 277},
-          {"train": _parquet("RTE", "train"), "validation": _parquet("RTE", "validation")}),
+          {"train": _parquet("RTE", "train"), "validation": _parquet("RTE", "validation")},
+          test_splits=(_test("RTE", "rte", 3000, server_format="name"),)),
     _glue("wnli", "WNLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ["acc"], ["acc"],
           {"train": 635, "validation": 71},
-          {"train": _parquet("WNLI", "train"), "validation": _parquet("WNLI", "validation")}),
+          {"train": _parquet("WNLI", "train"), "validation": _parquet("WNLI", "validation")},
+          test_splits=(_test("WNLI", "wnli", 146),)),
 ]
 
 # ---------------------------------------------------------------------------- SQuAD

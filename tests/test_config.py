@@ -26,7 +26,8 @@ REPO = Path(__file__).resolve().parent.parent
 PRESETS = {"default": REPO / "config" / "config.yaml",
            "paper": REPO / "config" / "paper.yaml",
            "smoke": REPO / "config" / "smoke.yaml",
-           "ladder": REPO / "config" / "ladder.yaml"}
+           "ladder": REPO / "config" / "ladder.yaml",
+           "quick": REPO / "config" / "quick.yaml"}
 
 MINIMAL = {"preset": "t", "tasks": ["mrpc"], "students": {"s": {"target_compression": 4}}}
 

@@ -39,19 +39,25 @@ EXPECTED = {
     "config/config.yaml": {
         # 10 available tasks (QQP has no offline data), 2 students; task KD: full on
         # 10 tasks x 2 students + 3 ablation variants x 3 tasks x KroneckerBERT_8 only.
+        # GLUE server files: the teacher and both students (offline test splits: MRPC, AX).
         "finetune_teacher": 10, "compress": 2, "general_kd": 2, "augment": 3, "task_kd": 29,
-        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+        "glue_submission": 3, "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
     },
     "config/paper.yaml": {
         # 10 tasks, 2 students, 3 seeds; ablations on 3 tasks for KroneckerBERT_8 only:
         # 10 x 2 x 3 + 2 x 3 x 1 x 3 = 78 task-KD runs, no augmentation.
-        "finetune_teacher": 10, "compress": 2, "general_kd": 2, "task_kd": 78,
+        "finetune_teacher": 10, "compress": 2, "general_kd": 2, "task_kd": 78, "glue_submission": 3,
+        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+    },
+    "config/quick.yaml": {
+        # 2 tasks x 2 students, the full variant only; MRPC's test split: 3 server-file sets.
+        "finetune_teacher": 2, "compress": 2, "general_kd": 2, "task_kd": 4, "glue_submission": 3,
         "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
     },
     "config/smoke.yaml": {
         # 3 tasks x 2 students + 3 ablation variants x 1 task x 2 students = 12.
         "finetune_teacher": 3, "compress": 2, "general_kd": 2, "augment": 1, "task_kd": 12,
-        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+        "glue_submission": 3, "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
     },
 }
 
@@ -87,7 +93,8 @@ def test_every_stage_goes_through_the_cli(dry_runs, preset):
     assert stages == {k: v for k, v in {
         "finetune-teacher": expected["finetune_teacher"], "compress": expected["compress"],
         "general-kd": expected["general_kd"], "augment": expected.get("augment", 0),
-        "task-kd": expected["task_kd"], "aggregate": 1, "report": 1,
+        "task-kd": expected["task_kd"], "glue-submission": expected.get("glue_submission", 0),
+        "aggregate": 1, "report": 1,
         "bench models": 1, "bench layers": 1}.items() if v}
 
 

@@ -117,6 +117,30 @@ def load_split(task, split: str, *, source: str = "bundled", max_examples: int |
 
 
 
+def load_test_split(task, test, *, source: str = "bundled", data_dir=None, hub_dir=None) -> Dataset:
+    """The rows of one GLUE test split (``kbert.tasks.TestSplit``): the task's text
+    columns and ``idx``, every row, in the server's order. Labels are not read (hidden on
+    the hub; MRPC's bundled copy has them, and they stay unused)."""
+    spec = get_task(task)
+    check_source(source)
+    columns = [*spec.text_columns, "idx"]
+    if source == "hub":
+        dataset = load_hub(spec.hub.path, test.hub_name, test.hub_split, hub_dir)
+        frame = dataset.select_columns(columns).to_pandas()
+    else:
+        if test.offline.status == "unavailable":
+            raise DataError(f"{spec.name}: the {test.server_name} test split is unavailable offline "
+                            f"({test.offline.note}); use source='hub' with network access")
+        frame = pd.concat([read_file(data_root(data_dir) / f, None, file_digest(f, data_dir))
+                           for f in test.offline.files], ignore_index=True)
+    missing = [c for c in columns if c not in frame]
+    if missing:
+        raise DataError(f"{spec.name} {test.server_name} test: columns {missing} missing; found {list(frame)}")
+    if len(frame) != test.size:
+        raise DataError(f"{spec.name} {test.server_name} test: {len(frame)} rows, the server expects {test.size}")
+    return Dataset.from_pandas(frame[columns], preserve_index=False)
+
+
 def split_status(task, split: str, source: str = "bundled") -> str:
     """``full`` | ``subset`` | ``derived`` | ``unavailable`` for one split (hub: full)."""
     spec = get_task(task)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import time
 
-from kbert.students import count_flops, count_parameters
 from kbert.config import settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
 from kbert.data.task_data import data_settings, train_features
 from kbert.device import check_batch_size, runtime
-from kbert.evaluate import evaluate
+from kbert.evaluate import evaluate, predict_test
 from kbert.stage_io import provenance, resume_dir, write_stage
+from kbert.students import count_flops, count_parameters
 from kbert.tasks import get_task
 from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
@@ -65,6 +65,7 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
         "train_examples": len(features),
         "provenance": provenance(config, started, data_sha256, s["seed"]),
     }
+    test_files = predict_test(model, task, tokenizer, data_cfg, s["max_seq_length"], runtime=rt)
     if rt.is_main:  # one writer when data-parallel
-        write_stage(out_dir, metrics, model, tokenizer, log, config)
+        write_stage(out_dir, metrics, model, tokenizer, log, config, files=test_files)
     return metrics

@@ -23,17 +23,17 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
-from kbert.students import count_flops, count_parameters
 from kbert.config import check_variant, settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
 from kbert.data.task_data import data_settings, train_features
 from kbert.device import check_batch_size, runtime
-from kbert.evaluate import evaluate, model_inputs
+from kbert.evaluate import evaluate, model_inputs, predict_test
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
 from kbert.provenance import sha256_file
 from kbert.stage_io import provenance, resume_dir, stage_identity, stage_metrics, write_stage
+from kbert.students import count_flops, count_parameters
 from kbert.tasks import get_task
 from kbert.teachers import task_model_from_encoder, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
@@ -144,6 +144,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "general_kd_epochs": general_kd_epochs(init_dir),
         "provenance": provenance(config, started, data_sha256, seed),
     }
+    test_files = predict_test(model, task, tokenizer, data_cfg, s["max_seq_length"], runtime=rt)
     if rt.is_main:  # one writer when data-parallel
-        write_stage(out_dir, metrics, model, tokenizer, log, config)
+        write_stage(out_dir, metrics, model, tokenizer, log, config, files=test_files)
     return metrics

@@ -11,7 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from kbert import config as kconfig
-from kbert.tasks import TASKS as KNOWN_TASKS, is_glue
+from kbert.tasks import TASKS as KNOWN_TASKS, get_task, is_glue
 
 
 # ------------------------------------------------------------------ config
@@ -135,6 +135,7 @@ wildcard_constraints:
     task="|".join(KNOWN_TASKS),
     student="|".join(ALL_STUDENTS),
     variant="|".join([*kconfig.VARIANTS, kconfig.DOSE_VARIANT.pattern]),
+    model="|".join(["teacher", *ALL_STUDENTS]),
     epochs=r"\d+",
     examples=r"\d+",
     seed=r"\d+",
@@ -235,6 +236,26 @@ def run_metrics():
     return [teacher_metrics(t) for t in RUN_TASKS] + [
         task_kd_metrics(*job) for job in task_kd_jobs()
     ]
+
+
+def submission_tasks():
+    """Tasks of `all` whose data source has GLUE test splits (offline: MRPC, MNLI's AX)."""
+    return [
+        t
+        for t in RUN_TASKS
+        if get_task(t).available_test_splits(kconfig.settings(config, "data", task=t)["source"])
+    ]
+
+
+# The models whose GLUE test-server files `all` writes: the teacher and the paper's
+# students, each from its `full` run with the first seed.
+SUBMISSION_MODELS = ["teacher", *STUDENTS] if submission_tasks() else []
+
+
+def submission_runs(wildcards):
+    if wildcards.model == "teacher":
+        return [teacher_metrics(t) for t in submission_tasks()]
+    return [task_kd_metrics(wildcards.model, "full", t, SEEDS[0]) for t in submission_tasks()]
 
 
 def equal_size_metrics():

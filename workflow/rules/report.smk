@@ -91,3 +91,26 @@ rule equal_size:
     shell:
         "python -m kbert.cli equal-size --config {params.cfg:q} --threads {threads}"
         " --runs {input.runs:q} --out {output:q} > {log:q} 2>&1"
+
+
+# The GLUE test server's files of one model (teacher or student): every test split the
+# data source has, checked for rows and labels, and zipped (docs/outputs.md).
+rule glue_submission:
+    input:
+        runs=submission_runs,
+    output:
+        directory(f"{RESULTS}/glue_submission/{{model}}"),
+    params:
+        cfg=resolved_config,
+    log:
+        f"{LOGS}/glue_submission/{{model}}.log",
+    threads: RES["aggregate"]["threads"]
+    resources:
+        mem_mb=RES["aggregate"]["mem_mb"],
+        runtime=RES["aggregate"]["runtime"],
+        gpu=RES["aggregate"]["gpu"],
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli glue-submission --config {params.cfg:q} --threads {threads}"
+        " --runs {input.runs:q} --out {output:q} > {log:q} 2>&1"
