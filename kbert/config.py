@@ -32,7 +32,7 @@ from pathlib import Path
 import yaml
 
 from kbert import REPO_ROOT
-from kbert.provenance import atomic_path, sha256_json
+from kbert.artifacts import atomic_path, config_hash
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -406,11 +406,6 @@ def general_kd_epochs_of(variant: str) -> int | None:
 def check_variant(variant: str) -> None:
     if variant not in VARIANTS and not DOSE_VARIANT.fullmatch(variant):
         raise ValueError(f"unknown variant {variant!r}; variants: {list(VARIANTS)} or full_<k>ep (dose-response)")
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of the config as canonical JSON (sorted keys); pass a resolved config."""
-    return sha256_json(config)
 
 
 def dump_resolved(config: dict) -> str:

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kbert.artifacts import config_hash
 from kbert.config import (
     ConfigError,
-    config_hash,
     load_config,
     resources,
     settings,

@@ -17,9 +17,8 @@ import torch
 from kbert.students import compress
 from kbert.config import settings
 from kbert.data.corpora import load_corpus
-from kbert.provenance import sha256_json
-from kbert.stage_io import provenance, write_stage
-from kbert.teachers import load_pretrained, tokenizer_for
+from kbert.artifacts import provenance, sha256_json, write_stage
+from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 
 
 # Calibration text for init: data_aware. Full windows of CALIBRATION_LENGTH tokens; the
@@ -59,6 +58,6 @@ def run(config: dict, student: str, out_dir: str) -> dict:
     model, report = compress(teacher, spec, match_spec, calibration)
     data_sha256 = None if calibration is None else sha256_json([ids.tolist() for ids in calibration])
     metrics = {"student": student, "stage": "compress", **report,
-               "provenance": provenance(config, started, data_sha256, None)}
+               "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, None)}
     write_stage(out_dir, metrics, model, tokenizer_for(config["teacher"]))
     return metrics

@@ -16,7 +16,7 @@ from kbert.data.splits import data_checksum
 from kbert.data.task_data import data_settings, train_features
 from kbert.device import check_batch_size, runtime
 from kbert.evaluate import evaluate
-from kbert.stage_io import provenance, resume_dir, write_stage
+from kbert.artifacts import provenance, resume_dir, write_stage
 from kbert.tasks import get_task
 from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
@@ -53,7 +53,8 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     data_sha256 = data_checksum(task, data_cfg["source"])
-    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "data": data_cfg, "data_sha256": data_sha256}
+    teacher_sha256 = teacher_hash(config["teacher"])
+    inputs = {"teacher": teacher_sha256, "settings": s, "data": data_cfg, "data_sha256": data_sha256}
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}",
                 inputs=inputs, runtime=rt)
 
@@ -63,7 +64,7 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
         "flops": count_flops(model.config, s["max_seq_length"]),
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
-        "provenance": provenance(config, started, data_sha256, s["seed"]),
+        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"]),
     }
     if rt.is_main:  # one writer when data-parallel
         write_stage(out_dir, metrics, model, tokenizer, log, config)

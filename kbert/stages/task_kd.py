@@ -32,10 +32,9 @@ from kbert.device import check_batch_size, runtime
 from kbert.evaluate import evaluate, model_inputs
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
-from kbert.provenance import sha256_file
-from kbert.stage_io import provenance, resume_dir, stage_identity, stage_metrics, write_stage
+from kbert.artifacts import provenance, resume_dir, sha256_file, stage_identity, stage_metrics, write_stage
 from kbert.tasks import get_task
-from kbert.teachers import task_model_from_encoder, tokenizer_for
+from kbert.teachers import task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
 
 
@@ -142,7 +141,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "general_kd_epochs": general_kd_epochs(init_dir),
-        "provenance": provenance(config, started, data_sha256, seed),
+        "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, seed),
     }
     if rt.is_main:  # one writer when data-parallel
         write_stage(out_dir, metrics, model, tokenizer, log, config)

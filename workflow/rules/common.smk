@@ -11,6 +11,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from kbert import config as kconfig
+from kbert.artifacts import config_hash
 from kbert.tasks import TASKS as KNOWN_TASKS, is_glue
 
 
@@ -41,7 +42,7 @@ def _impossible_students():
     It needs torch and transformers (seconds to import), hence here and not in
     kbert.config, and a passed check is remembered (per teacher, students and code)."""
     code = (Path(workflow.basedir).parent / "kbert" / "students.py").read_bytes()
-    key = kconfig.config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
+    key = config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbert" / "students-ok"
     if (cache / key).exists():
         return []
@@ -74,7 +75,7 @@ BENCHMARKS = f"{WORK}/benchmarks"
 # which runs for a real run once it holds the lock: never by a dry run or a refused
 # call. Which jobs a config change reruns is decided by each rule's `params.settings`,
 # not by this file's name (see `resolved_config`).
-RESOLVED = f"{WORK}/config.{kconfig.config_hash(config)[:16]}.resolved.yaml"
+RESOLVED = f"{WORK}/config.{config_hash(config)[:16]}.resolved.yaml"
 
 
 onstart:
@@ -364,6 +365,6 @@ def fingerprint(stage, **keys):
         elif stage == "bench":
             parts["bench"] = config["bench"]
             parts["students"] = config["students"]
-        return kconfig.config_hash(parts)[:16]
+        return config_hash(parts)[:16]
 
     return compute
