@@ -38,6 +38,8 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: Stages that ``settings`` knows, as dotted paths into the config.
 STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data")
+#: What a stage's ``CONFIG_SECTIONS`` may name besides ``STAGES`` (see ``stage_settings``).
+JOB_SECTIONS = ("student", "calibration")
 #: Explicit Kronecker shape keys of a student spec.
 SHAPE_KEYS = ("attention_a_shape", "ffn_a_shape", "embedding_n", "rank")
 #: Keys a dense (TinyBERT-style) student may fix.
@@ -357,6 +359,32 @@ def settings(config: dict, stage: str, task: str | None = None, student: str | N
         if task is not None:
             out = _deep_merge(out, override.get("per_task", {}).get(task, {}))
     return out
+
+
+def stage_settings(config: dict, sections: tuple[str, ...], task: str | None = None,
+                   student: str | None = None) -> dict:
+    """What one job of a stage reads from the config: each of ``sections`` (the stage's
+    ``CONFIG_SECTIONS``, kbert/stages/) under its last name (``teacher.finetune`` ->
+    ``finetune``). The stage takes its settings from this dict and the rule's rerun
+    fingerprint hashes it (workflow/rules/common.smk), so the two read the same sections.
+
+    Besides ``STAGES`` (merged by ``settings``): ``student``, the job's entry of
+    ``students``; ``calibration``, the text a data-aware init fits on (the student's
+    general-KD corpus and the data source), absent for any other init.
+    """
+    picked = {}
+    for section in sections:
+        if section == "student":
+            picked["student"] = copy.deepcopy(config["students"][student])
+        elif section == "calibration":
+            if config["students"][student].get("init") == "data_aware":
+                corpus = settings(config, "general_kd", student=student)["corpus"]
+                picked["calibration"] = {"corpus": corpus, "source": config["data"]["source"]}
+        elif section in STAGES:
+            picked[section.rsplit(".", 1)[-1]] = settings(config, section, task=task, student=student)
+        else:
+            raise ValueError(f"unknown config section {section!r}; a stage reads some of {[*STAGES, *JOB_SECTIONS]}")
+    return picked
 
 
 def resources(config: dict, rule: str) -> dict:

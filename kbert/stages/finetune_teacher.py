@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 
 from kbert.students import count_flops, count_parameters
-from kbert.config import settings
+from kbert.config import stage_settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
-from kbert.data.task_data import data_settings, train_features
+from kbert.data.task_data import train_features
 from kbert.device import check_batch_size, runtime
 from kbert.evaluate import evaluate
 from kbert.artifacts import provenance, resume_dir, write_stage
@@ -21,14 +21,17 @@ from kbert.tasks import get_task
 from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
 
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+CONFIG_SECTIONS = ("teacher.finetune", "data")
+
 
 def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = None) -> dict:
     """Fine-tune on ``task`` into ``out_dir``; ``max_train_examples`` (a learning-curve point)
     caps the training rows instead of the config's data.max_train_examples."""
     started = time.time()
     spec = get_task(task)
-    s = settings(config, "teacher.finetune", task=task)
-    data_cfg = data_settings(config, task)
+    picked = stage_settings(config, CONFIG_SECTIONS, task=task)
+    s, data_cfg = picked["finetune"], picked["data"]
     if max_train_examples is not None:
         if max_train_examples < 1:
             raise ValueError(f"teacher fine-tuning --max-train-examples {max_train_examples}: use at least 1")

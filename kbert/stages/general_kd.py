@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from kbert.config import settings
+from kbert.config import stage_settings
 from kbert.data import batching
 from kbert.data.corpora import load_corpus
 from kbert.device import check_batch_size, runtime
@@ -24,6 +24,10 @@ from kbert.modeling import KBertModel
 from kbert.artifacts import provenance, resume_dir, sha256_json, stage_identity, stage_metrics, write_stage
 from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
+
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+# The student and its calibration text are what the init it continues was built from.
+CONFIG_SECTIONS = ("student", "calibration", "general_kd")
 
 
 def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Dataset:
@@ -60,7 +64,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     if prior.get("stage") not in ("compress", "general_kd") or (epochs is None and prior["stage"] != "compress"):
         raise ValueError(f"{init_dir} is a {prior.get('stage')!r} output; general KD starts from the compress stage"
                          + (" (or, with --epochs, an earlier general-KD output)" if epochs is None else ""))
-    s = settings(config, "general_kd", student=student)
+    s = stage_settings(config, CONFIG_SECTIONS, student=student)["general_kd"]
     if epochs is not None:
         s = {**s, "epochs": epochs, "max_steps": None}
     seed_everything(s["seed"])

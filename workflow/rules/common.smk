@@ -1,6 +1,7 @@
 # Config loading and validation, environment of every job, wildcard constraints, the
 # job lists and path helpers. Every other .smk file only declares rules.
 
+import ast
 import copy
 import os
 import shlex
@@ -346,33 +347,33 @@ def _teacher_identity():
     }
 
 
-def fingerprint(stage, **keys):
-    """A params function: short hash of what one job of `stage` depends on."""
+def _stage_sections(path):
+    """CONFIG_SECTIONS of a stage module, read from its source: importing a stage would
+    import torch and transformers, seconds for every snakemake call (dry runs too)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["CONFIG_SECTIONS"]:
+            return ast.literal_eval(node.value)
+    raise WorkflowError(f"{path}: no CONFIG_SECTIONS = (...) of literal section names")
+
+
+STAGE_SECTIONS = {
+    path.stem: _stage_sections(path)
+    for path in (Path(workflow.basedir).parent / "kbert" / "stages").glob("*.py")
+    if path.stem != "__init__"
+}
+
+
+def fingerprint(stage):
+    """A params function: short hash of what one job of `stage` depends on: the teacher and
+    the stage's CONFIG_SECTIONS (the bench rules: the bench settings and every student)."""
 
     def compute(wildcards):
-        task = wildcards.get("task")
-        student = wildcards.get("student")
         parts = _teacher_identity()
-        if stage == "finetune_teacher":
-            parts["finetune"] = kconfig.settings(config, "teacher.finetune", task=task)
-            parts["data"] = kconfig.settings(config, "data", task=task)
-        elif stage in ("compress", "general_kd"):
-            parts["student"] = config["students"][student]
-            if parts["student"].get("init") == "data_aware":
-                # calibration text: the student's general-KD corpus (kbert/stages/compress.py)
-                corpus = kconfig.settings(config, "general_kd", student=student)["corpus"]
-                parts["calibration"] = {"corpus": corpus, "source": config["data"]["source"]}
-            if stage == "general_kd":
-                parts["general_kd"] = kconfig.settings(config, "general_kd", student=student)
-        elif stage == "augment":
-            parts["augment"] = kconfig.settings(config, "augment", task=task)
-            parts["data"] = kconfig.settings(config, "data", task=task)
-        elif stage == "task_kd":
-            parts["task_kd"] = kconfig.settings(config, "task_kd", task=task, student=student)
-            parts["data"] = kconfig.settings(config, "data", task=task)
-        elif stage == "bench":
-            parts["bench"] = config["bench"]
-            parts["students"] = config["students"]
+        if stage == "bench":
+            parts.update(bench=config["bench"], students=config["students"])
+        else:
+            parts.update(kconfig.stage_settings(config, STAGE_SECTIONS[stage], task=wildcards.get("task"),
+                                                student=wildcards.get("student")))
         return config_hash(parts)[:16]
 
     return compute
