@@ -135,9 +135,9 @@ RES = {
 
 
 def job_resources(rule):
-    """What a rule asks the scheduler for besides its threads: `resources: **job_resources(rule)`
-    (mem_mb, runtime, gpu; `threads: RES[rule]["threads"]`), from the config's `resources`
-    section with its `per_rule` overrides (kbert.config.resources)."""
+    """mem_mb, runtime and gpu of every job of `rule`, as `resources: **job_resources(name)`
+    (its threads are `RES[name]["threads"]`), from the config's `resources` section with
+    its `per_rule` overrides (kbert.config.resources)."""
     return {k: v for k, v in RES[rule].items() if k != "threads"}
 
 
