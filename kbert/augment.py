@@ -42,7 +42,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from kbert.provenance import atomic_path, git_commit, sha256_json
+from kbert.artifacts import atomic_path, git_commit, sha256_json
 
 log = logging.getLogger(__name__)
 

@@ -32,12 +32,14 @@ from pathlib import Path
 import yaml
 
 from kbert import REPO_ROOT
-from kbert.provenance import atomic_path, sha256_json
+from kbert.artifacts import atomic_path, config_hash
 
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: Stages that ``settings`` knows, as dotted paths into the config.
 STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data")
+#: What a stage's ``CONFIG_SECTIONS`` may name besides ``STAGES`` (see ``stage_settings``).
+JOB_SECTIONS = ("student", "calibration")
 #: Explicit Kronecker shape keys of a student spec.
 SHAPE_KEYS = ("attention_a_shape", "ffn_a_shape", "embedding_n", "rank")
 #: Keys a dense (TinyBERT-style) student may fix.
@@ -359,6 +361,32 @@ def settings(config: dict, stage: str, task: str | None = None, student: str | N
     return out
 
 
+def stage_settings(config: dict, sections: tuple[str, ...], task: str | None = None,
+                   student: str | None = None) -> dict:
+    """What one job of a stage reads from the config: each of ``sections`` (the stage's
+    ``CONFIG_SECTIONS``, kbert/stages/) under its last name (``teacher.finetune`` ->
+    ``finetune``). The stage takes its settings from this dict and the rule's rerun
+    fingerprint hashes it (workflow/rules/common.smk), so the two read the same sections.
+
+    Besides ``STAGES`` (merged by ``settings``): ``student``, the job's entry of
+    ``students``; ``calibration``, the text a data-aware init fits on (the student's
+    general-KD corpus and the data source), absent for any other init.
+    """
+    picked = {}
+    for section in sections:
+        if section == "student":
+            picked["student"] = copy.deepcopy(config["students"][student])
+        elif section == "calibration":
+            if config["students"][student].get("init") == "data_aware":
+                corpus = settings(config, "general_kd", student=student)["corpus"]
+                picked["calibration"] = {"corpus": corpus, "source": config["data"]["source"]}
+        elif section in STAGES:
+            picked[section.rsplit(".", 1)[-1]] = settings(config, section, task=task, student=student)
+        else:
+            raise ValueError(f"unknown config section {section!r}; a stage reads some of {[*STAGES, *JOB_SECTIONS]}")
+    return picked
+
+
 def resources(config: dict, rule: str) -> dict:
     """threads, gpu, mem_mb, runtime for one rule: ``resources`` then ``resources.per_rule[rule]``."""
     base = {k: v for k, v in config["resources"].items() if k != "per_rule"}
@@ -406,11 +434,6 @@ def general_kd_epochs_of(variant: str) -> int | None:
 def check_variant(variant: str) -> None:
     if variant not in VARIANTS and not DOSE_VARIANT.fullmatch(variant):
         raise ValueError(f"unknown variant {variant!r}; variants: {list(VARIANTS)} or full_<k>ep (dose-response)")
-
-
-def config_hash(config: dict) -> str:
-    """sha256 of the config as canonical JSON (sorted keys); pass a resolved config."""
-    return sha256_json(config)
 
 
 def dump_resolved(config: dict) -> str:

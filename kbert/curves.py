@@ -22,7 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from kbert.provenance import write_csv  # noqa: E402
+from kbert.artifacts import write_csv  # noqa: E402
 from kbert.report import figures, render  # noqa: E402
 from kbert.report.aggregate import find_metric_files  # noqa: E402
 from kbert.report.cells import fmt_number  # noqa: E402

@@ -192,14 +192,6 @@ def check_batch_size(batch_size: int, rt: Runtime, where: str) -> None:
                          f"(resources.gpu); use a multiple of {rt.world}")
 
 
-def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """The dtype autocast computes in on x's device, or None when autocast is off there."""
-    kind = x.device.type
-    if not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
-        return None
-    return torch.get_autocast_dtype(kind)
-
-
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device a model's parameters live on (CPU for a model without parameters)."""
     return next((p.device for p in model.parameters()), torch.device("cpu"))

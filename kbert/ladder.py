@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbert.config import general_kd_epochs_of  # noqa: E402
-from kbert.provenance import write_csv  # noqa: E402
+from kbert.artifacts import write_csv  # noqa: E402
 from kbert.report import equal_size, figures, render  # noqa: E402
 from kbert.report.aggregate import find_metric_files  # noqa: E402
 from kbert.report.cells import MISSING, fmt_number  # noqa: E402

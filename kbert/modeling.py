@@ -37,9 +37,8 @@ from transformers import PretrainedConfig, PreTrainedModel
 from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
-from kbert.device import autocast_dtype
 from kbert.kernels.attention import attention_context, attention_scores
-from kbert.kernels.linear import kron_heads
+from kbert.kernels.linear import autocast_dtype, kron_heads
 from kbert.layers.kronecker import KroneckerEmbedding, KroneckerLinear
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear
 

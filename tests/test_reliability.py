@@ -14,7 +14,7 @@ import yaml
 
 from kbert import cli
 from kbert.data import files, splits
-from kbert.provenance import atomic_path, sha256_file
+from kbert.artifacts import atomic_path, sha256_file
 from helpers import CONFIGS, REPO
 
 SMOKE = str(CONFIGS / "smoke.yaml")

@@ -6,8 +6,8 @@ import json
 import pytest
 import yaml
 
-from kbert.config import load_config
-from kbert.stages import compress, general_kd, task_kd
+from kbert.config import load_config, stage_settings
+from kbert.stages import augment, compress, finetune_teacher, general_kd, task_kd
 from helpers import REPO
 
 
@@ -40,6 +40,14 @@ def test_general_kd_lowers_the_distillation_loss(compressed, tmp_path, smoke_con
     last = sum(row["loss"] for row in log[-5:]) / 5
     assert last < first
     assert metrics["steps"] == 40
+
+
+@pytest.mark.parametrize("stage", [compress, general_kd, task_kd, augment, finetune_teacher], ids=lambda m: m.__name__)
+def test_config_sections_name_known_sections(stage, smoke_config):
+    """A misspelt section fails here, not only in the workflow's fingerprint."""
+    student = next(iter(smoke_config["students"]))
+    picked = stage_settings(smoke_config, stage.CONFIG_SECTIONS, task="mrpc", student=student)
+    assert picked and set(picked) <= {section.rsplit(".", 1)[-1] for section in stage.CONFIG_SECTIONS}
 
 
 def test_unknown_student_is_rejected(smoke_config, tmp_path):

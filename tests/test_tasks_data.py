@@ -144,7 +144,7 @@ def test_data_checksum():
 
 def _copy_data(tmp_path, *relpaths):
     """A private data/ with some bundled files and a SHA256SUMS for exactly those."""
-    from kbert.provenance import sha256_file
+    from kbert.artifacts import sha256_file
 
     for rel in relpaths:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +173,7 @@ def test_altered_file_fails_with_name_and_expected_checksum(tmp_path):
 
 
 def test_malformed_rows_name_file_and_row(tmp_path):
-    from kbert.provenance import sha256_file
+    from kbert.artifacts import sha256_file
 
     rel = "glue/MNLI/textfooler_mismatched.tsv"
     root = _copy_data(tmp_path, rel)
@@ -191,7 +191,7 @@ def test_malformed_rows_name_file_and_row(tmp_path):
 
 
 def test_malformed_parquet_label_names_row(tmp_path):
-    from kbert.provenance import sha256_file
+    from kbert.artifacts import sha256_file
 
     rel = "glue/WNLI/validation.parquet"
     root = _copy_data(tmp_path, rel)
@@ -206,7 +206,7 @@ def test_malformed_parquet_label_names_row(tmp_path):
 def test_malformed_squad_answer_names_file_and_question(tmp_path):
     import json
 
-    from kbert.provenance import sha256_file
+    from kbert.artifacts import sha256_file
 
     rel = "squad/dev-v1.1.json"
     (tmp_path / "squad").mkdir()

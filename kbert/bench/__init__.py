@@ -20,7 +20,7 @@ def write_rows(rows: list[dict], extra_columns: list[str], out):
     """Replace this benchmark's rows in ``out`` (other benchmarks' rows are kept)."""
     import pandas as pd
 
-    from kbert.provenance import update_csv
+    from kbert.artifacts import update_csv
 
     frame = pd.DataFrame(rows)
     frame = frame[[c for c in COLUMNS + extra_columns if c in frame.columns]]

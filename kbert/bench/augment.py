@@ -29,7 +29,7 @@ import torch
 from kbert import REPO_ROOT
 from kbert.augment import basic_tokens, is_candidate, load_glove, mlm_candidates
 from kbert.bench import timing
-from kbert.provenance import update_csv
+from kbert.artifacts import update_csv
 
 # Short English sentences of GLUE-like length (SST-2, MRPC, RTE style), all distinct so
 # that no per-sentence cache helps the batched side.

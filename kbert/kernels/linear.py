@@ -12,7 +12,6 @@ import contextlib
 
 import torch
 
-from kbert.device import autocast_dtype
 from kbert.kernels.plans import PLAN_ORDER, KronHeadsFn, KronLinearFn, check_plan, choose_plan
 from kbert.layers.flops import association_order
 
@@ -23,6 +22,14 @@ from kbert.layers.flops import association_order
 # gradients still reach the fp32 parameters), and runs the Function with autocast off. In
 # bf16 the C kernels (float32/float64 only) step aside and the same layouts run as torch
 # ops, whose matrix products use the CPU's bf16 instructions (or the GPU's tensor cores).
+
+
+def autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
+    """The dtype autocast computes in on x's device, or None when autocast is off there."""
+    kind = x.device.type
+    if not torch.amp.is_autocast_available(kind) or not torch.is_autocast_enabled(kind):
+        return None
+    return torch.get_autocast_dtype(kind)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from kbert import retention as ret
-from kbert.provenance import write_csv
+from kbert.artifacts import write_csv
 from kbert.report.columns import (ABLATION_VARIANTS, LEADING_COLUMNS, MAIN_VARIANTS, PROVENANCE_KEYS,
                                   RECORD_KEYS, SUMMARY_FIRST, SUMMARY_KEYS, TEACHER_FAMILY,
                                   TRAILING_COLUMNS, UNAVAILABLE, UNAVAILABLE_REASON, metric_columns,

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from kbert.provenance import write_csv
+from kbert.artifacts import write_csv
 from kbert.report import aggregate
 from kbert.report.cells import MISSING, Cell, fmt_number, our_setup
 from kbert.report.columns import TEACHER_FAMILY

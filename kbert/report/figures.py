@@ -19,7 +19,7 @@ from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from kbert import retention as ret  # noqa: E402
-from kbert.provenance import atomic_path  # noqa: E402
+from kbert.artifacts import atomic_path  # noqa: E402
 from kbert.report.cells import MAJORITY_MARK, MISSING, fmt_number, our_cell, our_setup, teacher_value  # noqa: E402
 from kbert.report.columns import MAIN_VARIANTS, ABLATION_VARIANTS, TEACHER_FAMILY, read_results  # noqa: E402
 from kbert.report.published import (ABLATION, PAPER_GLUE_COLUMNS, column_spec, load_published,  # noqa: E402

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from kbert.provenance import atomic_path
+from kbert.artifacts import atomic_path
 
 
 @dataclass

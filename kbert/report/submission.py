@@ -15,7 +15,7 @@ import shutil
 import zipfile
 from pathlib import Path
 
-from kbert.provenance import atomic_path
+from kbert.artifacts import atomic_path
 from kbert.submission import check_server_file
 from kbert.tasks import get_task
 

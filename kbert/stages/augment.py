@@ -7,18 +7,22 @@ which the first ``max_source_examples`` are augmented. Shared by every student.
 from __future__ import annotations
 
 from kbert.augment import augment_to_parquet, load_glove
-from kbert.config import settings
-from kbert.data.task_data import data_settings, train_rows
+from kbert.config import stage_settings
+from kbert.data.task_data import train_rows
 from kbert.tasks import get_task
 from kbert.teachers import tokenizer_for
+
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+CONFIG_SECTIONS = ("augment", "data")
 
 
 def run(config: dict, task: str, out_path: str) -> str:
     spec = get_task(task)
     if spec.kind != "classification" and spec.kind != "regression":
         raise ValueError(f"{task}: augmentation is for GLUE tasks (TinyBERT does not augment SQuAD)")
-    s = settings(config, "augment", task=task)
-    rows = train_rows(task, data_settings(config, task))
+    picked = stage_settings(config, CONFIG_SECTIONS, task=task)
+    s = picked["augment"]
+    rows = train_rows(task, picked["data"])
     rows = rows.select(range(min(len(rows), s["max_source_examples"]))).to_pandas()
     mlm = None
     if s["candidates"] == "mlm_glove":  # asked for explicitly: a missing model is an error, not a fallback

@@ -15,12 +15,13 @@ import numpy as np
 import torch
 
 from kbert.students import compress
-from kbert.config import settings
+from kbert.config import stage_settings
 from kbert.data.corpora import load_corpus
-from kbert.provenance import sha256_json
-from kbert.stage_io import provenance, write_stage
-from kbert.teachers import load_pretrained, tokenizer_for
+from kbert.artifacts import provenance, sha256_json, write_stage
+from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+CONFIG_SECTIONS = ("student", "calibration")
 
 # Calibration text for init: data_aware. Full windows of CALIBRATION_LENGTH tokens; the
 # held-out windows come from other documents than the fitted ones.
@@ -41,10 +42,9 @@ def calibration_ids(documents: list[str], tokenizer) -> tuple[torch.Tensor, torc
                      f"windows of {CALIBRATION_LENGTH} tokens (in separate documents)")
 
 
-def _calibration(config: dict, student: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _calibration(config: dict, calibration: dict) -> tuple[torch.Tensor, torch.Tensor]:
     """Calibration ids from the student's general-KD corpus (which the student trains on next)."""
-    corpus = settings(config, "general_kd", student=student)["corpus"]
-    documents = [doc for name in corpus for doc in load_corpus(name, source=config["data"]["source"])]
+    documents = [doc for name in calibration["corpus"] for doc in load_corpus(name, source=calibration["source"])]
     return calibration_ids(documents, tokenizer_for(config["teacher"]))
 
 
@@ -53,12 +53,13 @@ def run(config: dict, student: str, out_dir: str) -> dict:
     if student not in config["students"]:
         raise ValueError(f"unknown student {student!r}; configured: {sorted(config['students'])}")
     teacher = load_pretrained(config["teacher"], config["teacher"]["finetune"]["seed"])
-    spec = config["students"][student]
-    match_spec = config["students"].get(spec.get("match"))
-    calibration = _calibration(config, student) if spec.get("init") == "data_aware" else None
+    picked = stage_settings(config, CONFIG_SECTIONS, student=student)
+    spec = picked["student"]
+    match_spec = config["students"].get(spec.get("match"))  # not in CONFIG_SECTIONS (see the fingerprint)
+    calibration = _calibration(config, picked["calibration"]) if "calibration" in picked else None
     model, report = compress(teacher, spec, match_spec, calibration)
     data_sha256 = None if calibration is None else sha256_json([ids.tolist() for ids in calibration])
     metrics = {"student": student, "stage": "compress", **report,
-               "provenance": provenance(config, started, data_sha256, None)}
+               "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, None)}
     write_stage(out_dir, metrics, model, tokenizer_for(config["teacher"]))
     return metrics

@@ -9,17 +9,20 @@ from __future__ import annotations
 
 import time
 
-from kbert.config import settings
+from kbert.artifacts import provenance, resume_dir, write_stage
+from kbert.config import stage_settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
-from kbert.data.task_data import data_settings, train_features
+from kbert.data.task_data import train_features
 from kbert.device import check_batch_size, runtime
 from kbert.evaluate import evaluate, predict_test
-from kbert.stage_io import provenance, resume_dir, write_stage
 from kbert.students import count_flops, count_parameters
 from kbert.tasks import get_task
 from kbert.teachers import load_pretrained, task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
+
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+CONFIG_SECTIONS = ("teacher.finetune", "data")
 
 
 def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = None) -> dict:
@@ -27,8 +30,8 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
     caps the training rows instead of the config's data.max_train_examples."""
     started = time.time()
     spec = get_task(task)
-    s = settings(config, "teacher.finetune", task=task)
-    data_cfg = data_settings(config, task)
+    picked = stage_settings(config, CONFIG_SECTIONS, task=task)
+    s, data_cfg = picked["finetune"], picked["data"]
     if max_train_examples is not None:
         if max_train_examples < 1:
             raise ValueError(f"teacher fine-tuning --max-train-examples {max_train_examples}: use at least 1")
@@ -53,7 +56,8 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(features), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     data_sha256 = data_checksum(task, data_cfg["source"])
-    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "data": data_cfg, "data_sha256": data_sha256}
+    teacher_sha256 = teacher_hash(config["teacher"])
+    inputs = {"teacher": teacher_sha256, "settings": s, "data": data_cfg, "data_sha256": data_sha256}
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"teacher {task}",
                 inputs=inputs, runtime=rt)
 
@@ -63,7 +67,7 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
         "flops": count_flops(model.config, s["max_seq_length"]),
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
-        "provenance": provenance(config, started, data_sha256, s["seed"]),
+        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"]),
     }
     test_files = predict_test(model, task, tokenizer, data_cfg, s["max_seq_length"], runtime=rt)
     if rt.is_main:  # one writer when data-parallel

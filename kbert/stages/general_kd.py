@@ -15,16 +15,19 @@ from pathlib import Path
 import torch
 from datasets import Dataset
 
-from kbert.config import settings
+from kbert.config import stage_settings
 from kbert.data import batching
 from kbert.data.corpora import load_corpus
 from kbert.device import check_batch_size, runtime
 from kbert.losses import distillation_loss
 from kbert.modeling import KBertModel
-from kbert.provenance import sha256_json
-from kbert.stage_io import provenance, resume_dir, stage_identity, stage_metrics, write_stage
+from kbert.artifacts import provenance, resume_dir, sha256_json, stage_identity, stage_metrics, write_stage
 from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
+
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+# The student and its calibration text are what the init it continues was built from.
+CONFIG_SECTIONS = ("student", "calibration", "general_kd")
 
 
 def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Dataset:
@@ -61,7 +64,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     if prior.get("stage") not in ("compress", "general_kd") or (epochs is None and prior["stage"] != "compress"):
         raise ValueError(f"{init_dir} is a {prior.get('stage')!r} output; general KD starts from the compress stage"
                          + (" (or, with --epochs, an earlier general-KD output)" if epochs is None else ""))
-    s = settings(config, "general_kd", student=student)
+    s = stage_settings(config, CONFIG_SECTIONS, student=student)["general_kd"]
     if epochs is not None:
         s = {**s, "epochs": epochs, "max_steps": None}
     seed_everything(s["seed"])
@@ -88,7 +91,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
     data_sha256 = sha256_json(documents)
-    inputs = {"teacher": teacher_hash(config["teacher"]), "settings": s, "init": init_id,
+    teacher_sha256 = teacher_hash(config["teacher"])
+    inputs = {"teacher": teacher_sha256, "settings": s, "init": init_id,
               "data_sha256": data_sha256}
     log = train(model, batches, step_loss, plan, resume_dir(out_dir), desc=f"general KD {student}",
                 inputs=inputs, runtime=rt)
@@ -97,7 +101,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
         "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
         "general_kd_epochs": round(prior.get("general_kd_epochs", 0) + len(log) / plan.steps_per_epoch, 3),
         "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
-        "provenance": provenance(config, started, data_sha256, s["seed"]),
+        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"]),
     }
     if rt.is_main:  # one writer when data-parallel
         write_stage(out_dir, metrics, model, tokenizer, log)

@@ -23,20 +23,22 @@ import pandas as pd
 import torch
 from datasets import Dataset
 
-from kbert.config import check_variant, settings
+from kbert.artifacts import provenance, resume_dir, sha256_file, stage_identity, stage_metrics, write_stage
+from kbert.config import check_variant, stage_settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
-from kbert.data.task_data import data_settings, train_features
+from kbert.data.task_data import train_features
 from kbert.device import check_batch_size, runtime
 from kbert.evaluate import evaluate, model_inputs, predict_test
 from kbert.losses import distillation_loss
 from kbert.modeling import TASK_MODELS, KBertModel
-from kbert.provenance import sha256_file
-from kbert.stage_io import provenance, resume_dir, stage_identity, stage_metrics, write_stage
 from kbert.students import count_flops, count_parameters
 from kbert.tasks import get_task
-from kbert.teachers import task_model_from_encoder, tokenizer_for
+from kbert.teachers import task_model_from_encoder, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
+
+# The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
+CONFIG_SECTIONS = ("task_kd", "data")
 
 
 def student_task_model(encoder: KBertModel, teacher, kind: str, num_labels: int):
@@ -79,8 +81,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     started = time.time()
     init_id, teacher_id = stage_identity(init_dir, student=student), stage_identity(teacher_dir, task=task)
     spec = get_task(task)
-    s = settings(config, "task_kd", task=task, student=student)
-    data_cfg = data_settings(config, task)
+    picked = stage_settings(config, CONFIG_SECTIONS, task=task, student=student)
+    s, data_cfg = picked["task_kd"], picked["data"]
     seed_everything(seed)
     rt = runtime(config)
     check_batch_size(s["batch_size"], rt, f"task_kd ({task}, {student})")
@@ -142,7 +144,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "general_kd_epochs": general_kd_epochs(init_dir),
-        "provenance": provenance(config, started, data_sha256, seed),
+        "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, seed),
     }
     test_files = predict_test(model, task, tokenizer, data_cfg, s["max_seq_length"], runtime=rt)
     if rt.is_main:  # one writer when data-parallel

@@ -12,10 +12,7 @@ rule augment:
     benchmark:
         f"{BENCHMARKS}/augment/{{task}}.tsv"
     threads: RES["augment"]["threads"]
-    resources:
-        mem_mb=RES["augment"]["mem_mb"],
-        runtime=RES["augment"]["runtime"],
-        gpu=RES["augment"]["gpu"],
+    resources: **job_resources("augment")
     conda:
         "../../environment.yml"
     shell:

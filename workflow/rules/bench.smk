@@ -20,10 +20,7 @@ rule bench_models:
         f"{BENCHMARKS}/bench_models.tsv"
     priority: -10
     threads: RES["bench_models"]["threads"]
-    resources:
-        mem_mb=RES["bench_models"]["mem_mb"],
-        runtime=RES["bench_models"]["runtime"],
-        gpu=RES["bench_models"]["gpu"],
+    resources: **job_resources("bench_models")
     conda:
         "../../environment.yml"
     shell:
@@ -46,10 +43,7 @@ rule bench_layers:
         f"{BENCHMARKS}/bench_layers.tsv"
     priority: -10
     threads: RES["bench_layers"]["threads"]
-    resources:
-        mem_mb=RES["bench_layers"]["mem_mb"],
-        runtime=RES["bench_layers"]["runtime"],
-        gpu=RES["bench_layers"]["gpu"],
+    resources: **job_resources("bench_layers")
     conda:
         "../../environment.yml"
     shell:

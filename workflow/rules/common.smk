@@ -1,6 +1,7 @@
 # Config loading and validation, environment of every job, wildcard constraints, the
 # job lists and path helpers. Every other .smk file only declares rules.
 
+import ast
 import copy
 import os
 import shlex
@@ -11,6 +12,7 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 from kbert import config as kconfig
+from kbert.artifacts import config_hash
 from kbert.tasks import TASKS as KNOWN_TASKS, get_task, is_glue
 
 
@@ -41,7 +43,7 @@ def _impossible_students():
     It needs torch and transformers (seconds to import), hence here and not in
     kbert.config, and a passed check is remembered (per teacher, students and code)."""
     code = (Path(workflow.basedir).parent / "kbert" / "students.py").read_bytes()
-    key = kconfig.config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
+    key = config_hash({"teacher": config["teacher"], "students": config["students"], "code": code})
     cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "kbert" / "students-ok"
     if (cache / key).exists():
         return []
@@ -74,7 +76,7 @@ BENCHMARKS = f"{WORK}/benchmarks"
 # which runs for a real run once it holds the lock: never by a dry run or a refused
 # call. Which jobs a config change reruns is decided by each rule's `params.settings`,
 # not by this file's name (see `resolved_config`).
-RESOLVED = f"{WORK}/config.{kconfig.config_hash(config)[:16]}.resolved.yaml"
+RESOLVED = f"{WORK}/config.{config_hash(config)[:16]}.resolved.yaml"
 
 
 onstart:
@@ -129,6 +131,14 @@ RES = {
         "bench_layers",
     )
 }
+
+
+
+def job_resources(rule):
+    """mem_mb, runtime and gpu of every job of `rule`, as `resources: **job_resources(name)`
+    (its threads are `RES[name]["threads"]`), from the config's `resources` section with
+    its `per_rule` overrides (kbert.config.resources)."""
+    return {k: v for k, v in RES[rule].items() if k != "threads"}
 
 
 wildcard_constraints:
@@ -358,33 +368,33 @@ def _teacher_identity():
     }
 
 
-def fingerprint(stage, **keys):
-    """A params function: short hash of what one job of `stage` depends on."""
+def _stage_sections(path):
+    """CONFIG_SECTIONS of a stage module, read from its source: importing a stage would
+    import torch and transformers, seconds for every snakemake call (dry runs too)."""
+    for node in ast.parse(path.read_text()).body:
+        if isinstance(node, ast.Assign) and [getattr(t, "id", None) for t in node.targets] == ["CONFIG_SECTIONS"]:
+            return ast.literal_eval(node.value)
+    raise WorkflowError(f"{path}: no CONFIG_SECTIONS = (...) of literal section names")
+
+
+STAGE_SECTIONS = {
+    path.stem: _stage_sections(path)
+    for path in (Path(workflow.basedir).parent / "kbert" / "stages").glob("*.py")
+    if path.stem != "__init__"
+}
+
+
+def fingerprint(stage):
+    """A params function: short hash of what one job of `stage` depends on: the teacher and
+    the stage's CONFIG_SECTIONS (the bench rules: the bench settings and every student)."""
 
     def compute(wildcards):
-        task = wildcards.get("task")
-        student = wildcards.get("student")
         parts = _teacher_identity()
-        if stage == "finetune_teacher":
-            parts["finetune"] = kconfig.settings(config, "teacher.finetune", task=task)
-            parts["data"] = kconfig.settings(config, "data", task=task)
-        elif stage in ("compress", "general_kd"):
-            parts["student"] = config["students"][student]
-            if parts["student"].get("init") == "data_aware":
-                # calibration text: the student's general-KD corpus (kbert/stages/compress.py)
-                corpus = kconfig.settings(config, "general_kd", student=student)["corpus"]
-                parts["calibration"] = {"corpus": corpus, "source": config["data"]["source"]}
-            if stage == "general_kd":
-                parts["general_kd"] = kconfig.settings(config, "general_kd", student=student)
-        elif stage == "augment":
-            parts["augment"] = kconfig.settings(config, "augment", task=task)
-            parts["data"] = kconfig.settings(config, "data", task=task)
-        elif stage == "task_kd":
-            parts["task_kd"] = kconfig.settings(config, "task_kd", task=task, student=student)
-            parts["data"] = kconfig.settings(config, "data", task=task)
-        elif stage == "bench":
-            parts["bench"] = config["bench"]
-            parts["students"] = config["students"]
-        return kconfig.config_hash(parts)[:16]
+        if stage == "bench":
+            parts.update(bench=config["bench"], students=config["students"])
+        else:
+            parts.update(kconfig.stage_settings(config, STAGE_SECTIONS[stage], task=wildcards.get("task"),
+                                                student=wildcards.get("student")))
+        return config_hash(parts)[:16]
 
     return compute

@@ -14,10 +14,7 @@ rule compress:
     benchmark:
         f"{BENCHMARKS}/compress/{{student}}.tsv"
     threads: RES["compress"]["threads"]
-    resources:
-        mem_mb=RES["compress"]["mem_mb"],
-        runtime=RES["compress"]["runtime"],
-        gpu=RES["compress"]["gpu"],
+    resources: **job_resources("compress")
     conda:
         "../../environment.yml"
     shell:

@@ -19,10 +19,7 @@ rule general_kd:
     benchmark:
         f"{BENCHMARKS}/general_kd/{{student}}.tsv"
     threads: RES["general_kd"]["threads"]
-    resources:
-        mem_mb=RES["general_kd"]["mem_mb"],
-        runtime=RES["general_kd"]["runtime"],
-        gpu=RES["general_kd"]["gpu"],
+    resources: **job_resources("general_kd")
     conda:
         "../../environment.yml"
     shell:

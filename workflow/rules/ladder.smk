@@ -17,10 +17,7 @@ rule ladder:
     log:
         f"{LOGS}/ladder.log",
     threads: RES["report"]["threads"]
-    resources:
-        mem_mb=RES["report"]["mem_mb"],
-        runtime=RES["report"]["runtime"],
-        gpu=RES["report"]["gpu"],
+    resources: **job_resources("report")
     conda:
         "../../environment.yml"
     shell:

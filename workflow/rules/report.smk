@@ -17,10 +17,7 @@ rule aggregate:
     log:
         f"{LOGS}/aggregate.log",
     threads: RES["aggregate"]["threads"]
-    resources:
-        mem_mb=RES["aggregate"]["mem_mb"],
-        runtime=RES["aggregate"]["runtime"],
-        gpu=RES["aggregate"]["gpu"],
+    resources: **job_resources("aggregate")
     conda:
         "../../environment.yml"
     shell:
@@ -52,10 +49,7 @@ rule report:
     log:
         f"{LOGS}/report.log",
     threads: RES["report"]["threads"]
-    resources:
-        mem_mb=RES["report"]["mem_mb"],
-        runtime=RES["report"]["runtime"],
-        gpu=RES["report"]["gpu"],
+    resources: **job_resources("report")
     conda:
         "../../environment.yml"
     shell:
@@ -82,10 +76,7 @@ rule equal_size:
     log:
         f"{LOGS}/equal_size.log",
     threads: RES["report"]["threads"]
-    resources:
-        mem_mb=RES["report"]["mem_mb"],
-        runtime=RES["report"]["runtime"],
-        gpu=RES["report"]["gpu"],
+    resources: **job_resources("report")
     conda:
         "../../environment.yml"
     shell:
@@ -105,10 +96,7 @@ rule glue_submission:
     log:
         f"{LOGS}/glue_submission/{{model}}.log",
     threads: RES["aggregate"]["threads"]
-    resources:
-        mem_mb=RES["aggregate"]["mem_mb"],
-        runtime=RES["aggregate"]["runtime"],
-        gpu=RES["aggregate"]["gpu"],
+    resources: **job_resources("aggregate")
     conda:
         "../../environment.yml"
     shell:

@@ -24,10 +24,7 @@ rule task_kd:
     benchmark:
         f"{BENCHMARKS}/task_kd/{{student}}/{{variant}}/{{task}}/seed{{seed}}.tsv"
     threads: RES["task_kd"]["threads"]
-    resources:
-        mem_mb=RES["task_kd"]["mem_mb"],
-        runtime=RES["task_kd"]["runtime"],
-        gpu=RES["task_kd"]["gpu"],
+    resources: **job_resources("task_kd")
     conda:
         "../../environment.yml"
     shell:

@@ -15,10 +15,7 @@ rule finetune_teacher:
     benchmark:
         f"{BENCHMARKS}/finetune_teacher/{{task}}.tsv"
     threads: RES["finetune_teacher"]["threads"]
-    resources:
-        mem_mb=RES["finetune_teacher"]["mem_mb"],
-        runtime=RES["finetune_teacher"]["runtime"],
-        gpu=RES["finetune_teacher"]["gpu"],
+    resources: **job_resources("finetune_teacher")
     conda:
         "../../environment.yml"
     shell:
@@ -58,10 +55,7 @@ rule learning_curve:
     log:
         f"{LOGS}/learning_curve.log",
     threads: RES["report"]["threads"]
-    resources:
-        mem_mb=RES["report"]["mem_mb"],
-        runtime=RES["report"]["runtime"],
-        gpu=RES["report"]["gpu"],
+    resources: **job_resources("report")
     conda:
         "../../environment.yml"
     shell:
