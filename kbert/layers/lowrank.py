@@ -35,7 +35,8 @@ class _LowRank(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """The dense (out, in) weight or (V, d) table. Materialised: for inspection and tests only."""
+        """The dense (out, in) weight or (V, d) table, materialised: for inspection, tests and the
+        tied MLM decoder of general KD (kbert/pretraining.py); forward passes never build it."""
         return self.U @ self.V
 
 

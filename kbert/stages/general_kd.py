@@ -3,8 +3,14 @@
 Teacher: the *pre-trained* encoder (not fine-tuned). Loss: embedding-output MSE +
 per-layer pre-softmax attention-score MSE + per-layer hidden-state MSE, layer l to layer l
 (paper Eq. 14 without the task terms); dense TinyBERT-style students use TinyBERT's layer
-mapping and projection (kbert/losses.py). The paper adds MLM and NSP losses; kbert does not
-implement them (the offline MiniLM teacher has no MLM/NSP heads): docs/deviations.md.
+mapping and projection (kbert/losses.py).
+
+With ``losses.mlm`` or ``losses.nsp`` on (the paper's MLM + NSP terms), the corpus becomes
+BERT pre-training inputs (sentence pairs, half with a random next sentence, kbert/data/pretraining.py;
+15% of tokens masked, drawn anew every epoch, ``batching.mask_tokens``), teacher and student
+both read them, and the student carries MLM/NSP heads copied from the teacher's
+(kbert/pretraining.py). A teacher without such heads (the offline MiniLM, the random
+teacher) is an error before any step. With both weights 0 the corpus is packed windows.
 """
 
 from __future__ import annotations
@@ -12,22 +18,26 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from datasets import Dataset
 
+from kbert.artifacts import provenance, resume_dir, sha256_json, stage_identity, stage_metrics, write_stage
 from kbert.config import stage_settings
 from kbert.data import batching
 from kbert.data.corpora import load_corpus
+from kbert.data.pretraining import sentence_pairs
 from kbert.device import check_batch_size, runtime
-from kbert.losses import distillation_loss
+from kbert.losses import PRETRAINING_TERMS, distillation_loss
 from kbert.modeling import KBertModel
-from kbert.artifacts import provenance, resume_dir, sha256_json, stage_identity, stage_metrics, write_stage
-from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
+from kbert.pretraining import with_pretraining_heads
+from kbert.teachers import load_pretrained, pretraining_heads, teacher_hash, tokenizer_for
 from kbert.training import TrainSettings, seed_everything, train
 
 # The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
 # The student and its calibration text are what the init it continues was built from.
 CONFIG_SECTIONS = ("student", "calibration", "general_kd")
+ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the teacher reads of a batch
 
 
 def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Dataset:
@@ -72,21 +82,33 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     check_batch_size(s["batch_size"], rt, "general_kd")
     tokenizer = tokenizer_for(config["teacher"])
     teacher = load_pretrained(config["teacher"], s["seed"]).eval().to(rt.device)
-    model = KBertModel.from_pretrained(Path(init_dir) / "model").to(rt.device)
+    heads_for = [term for term in PRETRAINING_TERMS if s["losses"][term]]  # [] = intermediate terms only
+    teacher_heads = pretraining_heads(config["teacher"], heads_for) if heads_for else None  # error if missing
+    encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
+    model = (with_pretraining_heads(encoder, teacher_heads, heads_for, student) if heads_for else encoder).to(rt.device)
 
     source = config["data"]["source"]
     documents = [doc for name in s["corpus"] for doc in load_corpus(name, source=source, fraction=s["corpus_fraction"])]
-    sequences = corpus_sequences(documents, tokenizer, s["max_seq_length"])
+    if heads_for:
+        sequences = sentence_pairs(documents, tokenizer, s["max_seq_length"], s["seed"])
+    else:
+        sequences = corpus_sequences(documents, tokenizer, s["max_seq_length"])
 
     def batches(epoch):
-        return batching.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
-                             pad_token_id=tokenizer.pad_token_id)
+        padded = batching.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
+                                  pad_token_id=tokenizer.pad_token_id)
+        if not heads_for:
+            return padded
+        masks = np.random.default_rng([s["seed"], epoch, 1])  # per epoch: a resumed run redraws the same masks
+        return (batching.mask_tokens(batch, masks, mask_token_id=tokenizer.mask_token_id,
+                                     vocab_size=encoder.config.vocab_size, special_ids=tokenizer.all_special_ids)
+                for batch in padded)
 
     def step_loss(batch):
         with torch.inference_mode():  # the teacher is a fixed target: no autograd bookkeeping at all
-            t_out = teacher(**batch)
+            t_out = teacher(**{k: batch[k] for k in ENCODER_INPUTS})
         return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"],
-                                 projection=getattr(model, "fit_dense", None))
+                                 projection=getattr(encoder, "fit_dense", None))
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
@@ -104,5 +126,5 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
         "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"]),
     }
     if rt.is_main:  # one writer when data-parallel
-        write_stage(out_dir, metrics, model, tokenizer, log)
+        write_stage(out_dir, metrics, encoder, tokenizer, log)  # the pre-training heads are not kept
     return metrics
