@@ -6,6 +6,7 @@ import mode), so test modules at any depth import this module by its plain name.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
@@ -73,6 +74,17 @@ def smoke_config(**task_kd) -> dict:
     raw = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
     raw["task_kd"].update(task_kd)
     return load_config(raw)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread: float sums depend on how they are split over threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def smoke_inputs(config: dict, workdir: Path) -> tuple[Path, Path]:

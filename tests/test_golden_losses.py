@@ -21,10 +21,9 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 
 from kbert.stages import general_kd, task_kd
-from helpers import SMOKE_STUDENT, SMOKE_TASK, smoke_config, smoke_inputs
+from helpers import SMOKE_STUDENT, SMOKE_TASK, one_thread, smoke_config, smoke_inputs
 
 STEPS = 4  # smoke: max_steps 4 per stage; the prediction phase is one epoch of 32 rows at batch 8
 TOLERANCE = dict(rel=1e-4, abs=1e-7)
@@ -61,15 +60,11 @@ GOLDEN = {
 def stage_logs(workdir: Path) -> dict[str, list[dict]]:
     """Run the stages in ``workdir`` on one thread; each stage's (phase's) first STEPS log rows."""
     config = smoke_config(prediction_epochs=1)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # float sums depend on how they are split over threads
-    try:
+    with one_thread():
         teacher, init = smoke_inputs(config, workdir)
         general_kd.run(config, SMOKE_STUDENT, str(init), str(workdir / "general"))
         task_kd.run(config, SMOKE_TASK, SMOKE_STUDENT, "full", 0, str(workdir / "general"), str(teacher),
                     str(workdir / "task_kd"))
-    finally:
-        torch.set_num_threads(threads)
 
     def log(run):
         return json.loads((workdir / run / "train_log.json").read_text())
