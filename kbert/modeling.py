@@ -38,7 +38,7 @@ from transformers.activations import ACT2FN
 from transformers.utils import ModelOutput
 
 from kbert.kernels.attention import attention_context, attention_scores
-from kbert.kernels.linear import autocast_dtype, kron_heads
+from kbert.kernels.linear import autocast_dtype, heads_fusable, kron_heads
 from kbert.layers.kronecker import KroneckerEmbedding, KroneckerLinear
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear
 
@@ -174,6 +174,15 @@ class KBertSelfAttention(nn.Module):
         self.key = make_linear(config, "attention", d, d)
         self.value = make_linear(config, "attention", d, d)
         self.dropout = nn.Dropout(config.attention_probs_dropout_prob)
+        self._decide_fusion()
+        for layer in (self.query, self.key, self.value):
+            if isinstance(layer, KroneckerLinear):
+                layer.on_replan(self._decide_fusion)
+
+    def _decide_fusion(self) -> None:
+        """Whether Q/K/V run fused (``kron_heads``): fixed by their shapes and plans, so
+        decided here and again only when one of them is re-planned."""
+        self.fused_qkv = heads_fusable([self.query, self.key, self.value], self.num_heads)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, _ = x.shape
@@ -187,7 +196,7 @@ class KBertSelfAttention(nn.Module):
         its head transpose.
         """
         B, T, _ = h.shape
-        fused = kron_heads(h, [self.query, self.key, self.value], self.num_heads)
+        fused = kron_heads(h, [self.query, self.key, self.value], self.num_heads) if self.fused_qkv else None
         if fused is not None:
             return tuple(t.view(B * self.num_heads, T, self.head_dim) for t in fused.unbind(0))
         return tuple(

@@ -6,12 +6,14 @@ import mode), so test modules at any depth import this module by its plain name.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import torch
+import yaml
 
 from kbert.students import compress
 from kbert.artifacts import config_hash
@@ -59,6 +61,42 @@ def resolved_path(preset) -> str:
     """Where a run of ``preset`` writes its resolved config (one file per config hash)."""
     config = load_config(REPO / preset)
     return f"{config['paths']['work']}/{config['preset']}/config.{config_hash(config)[:16]}.resolved.yaml"
+
+
+# --------------------------------------------------------------------------------------
+# The real stages on the smoke preset (golden losses, resume)
+# --------------------------------------------------------------------------------------
+
+SMOKE_TASK, SMOKE_STUDENT = "mrpc", "kron_4"
+
+
+def smoke_config(**task_kd) -> dict:
+    """config/smoke.yaml, validated; ``task_kd`` overrides keys of its task_kd section."""
+    raw = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    raw["task_kd"].update(task_kd)
+    return load_config(raw)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Torch on one thread: float sums depend on how they are split over threads."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+def smoke_inputs(config: dict, workdir: Path) -> tuple[Path, Path]:
+    """What task KD starts from: (fine-tuned MRPC teacher, SVD-initialised kron_4), run
+    through the finetune-teacher and compress stages into ``workdir``."""
+    from kbert.stages import compress as compress_stage, finetune_teacher
+
+    teacher, init = Path(workdir) / "teacher", Path(workdir) / "init"
+    finetune_teacher.run(config, SMOKE_TASK, str(teacher))
+    compress_stage.run(config, SMOKE_STUDENT, str(init))
+    return teacher, init
 
 
 # --------------------------------------------------------------------------------------

@@ -43,30 +43,41 @@ def _autocast_operands(x: torch.Tensor, params: list):
         yield x.to(low), [None if p is None else p.to(low) for p in params]
 
 
+def heads_fusable(layers: list, num_heads: int) -> bool:
+    """Whether :func:`kron_heads` can run ``layers`` (attention's Q, K, V) fused:
+    ``KroneckerLinear`` layers of one shape, one Kronecker sum each, plan b_planar, and
+    ``num_heads`` dividing their output. It depends on the layers' shapes and plans only, so
+    callers decide once, when the layers are built, and again only when a plan changes
+    (``KroneckerLinear.on_replan``), never per call.
+    """
+    # Only KroneckerLinear layers have a plan (dense and low-rank layers are never fused).
+    first = layers[0]
+    if getattr(first, "plan", None) != "b_planar" or first.rank != 1 or first.out_features % num_heads:
+        return False
+    # (a layer's plan always applies its order: KroneckerLinear checks on assignment)
+    return all(hasattr(layer, "plan") and (layer.a_shape, layer.b_shape, layer.rank, layer.plan)
+               == (first.a_shape, first.b_shape, 1, "b_planar") for layer in layers)
+
+
 def kron_heads(x: torch.Tensor, layers: list, num_heads: int) -> torch.Tensor | None:
-    """Several ``KroneckerLinear`` on one input (attention's Q, K, V), in attention layout.
+    """Several ``KroneckerLinear`` on one input (attention's Q, K, V), in attention layout,
+    for layers that :func:`heads_fusable` accepted.
 
     x (batch, seq, d) -> (len(layers), batch, num_heads, seq, d_out / num_heads), equal to
     stacking ``layer(x).view(batch, seq, H, -1).transpose(1, 2)``. The B factors of all
     layers are applied in one pass over x and the head layout is written by the same pass
-    that adds the bias. Returns None when the layers cannot be fused that way (different
-    shapes, a plan other than b_planar, more than one Kronecker sum): call them one by one.
+    that adds the bias. Returns None where this call cannot take that pass (call the layers
+    one by one): no tokens, an input dtype other than the factors' without autocast, or a
+    forward hook on a layer (the fused pass would skip it); the input and the hooks change
+    between calls, the layers' shapes and plans do not.
     """
-    # Only KroneckerLinear layers have a plan (dense nn.Linear layers are never fused).
-    first = layers[0]
-    if x.dim() != 3 or getattr(first, "plan", None) != "b_planar" or first.rank != 1:
-        return None
-    for layer in layers:
-        if not hasattr(layer, "plan") or layer._forward_hooks or layer._forward_pre_hooks:
-            return None
-        if (layer.a_shape, layer.b_shape, layer.rank, layer.plan) != (first.a_shape, first.b_shape, 1, "b_planar"):
-            return None  # (a layer's plan always applies its order: KroneckerLinear checks on assignment)
-        if autocast_dtype(x) is None and (layer.A.dtype != x.dtype or layer.B.dtype != x.dtype):
-            return None
-    if first.out_features % num_heads or x.shape[-1] != first.in_features:
-        return None
+    width = layers[0].in_features
+    if x.dim() != 3 or x.shape[-1] != width:
+        raise ValueError(f"kron_heads takes input (batch, seq, {width}), got {tuple(x.shape)}")
     nb, seq, _ = x.shape
-    if nb * seq == 0:
+    if nb * seq == 0 or any(layer._forward_hooks or layer._forward_pre_hooks for layer in layers):
+        return None
+    if autocast_dtype(x) is None and any(layer.A.dtype != x.dtype or layer.B.dtype != x.dtype for layer in layers):
         return None
     params = []
     for layer in layers:

@@ -242,6 +242,7 @@ class KroneckerLinear(nn.Module):
         self.A = nn.Parameter(torch.empty(rank, *self.a_shape))
         self.B = nn.Parameter(torch.empty(rank, *self.b_shape))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self._replan_callbacks = []
         self.order = order  # Eq. 7's cheaper association order when None; also fixes the plan
         self.reset_parameters()
 
@@ -261,7 +262,7 @@ class KroneckerLinear(nn.Module):
     def order(self, order: str | None) -> None:
         self._order = association_order(self.a_shape, self.b_shape, order or None)
         if getattr(self, "_plan", None) != "generic":  # a plan forced to "generic" stays
-            self._plan = choose_plan(self.a_shape, self.b_shape, self.rank, self._order)
+            self._set_plan(choose_plan(self.a_shape, self.b_shape, self.rank, self._order))
 
     @property
     def plan(self) -> str:
@@ -272,7 +273,18 @@ class KroneckerLinear(nn.Module):
     @plan.setter
     def plan(self, plan: str) -> None:
         check_plan(plan, self.rank, self._order)
+        self._set_plan(plan)
+
+    def on_replan(self, callback) -> None:
+        """Call ``callback()`` whenever this layer's plan is set again (order or plan
+        assigned): a caller that decided something from the plan (attention's fused Q/K/V)
+        decides again."""
+        self._replan_callbacks.append(callback)
+
+    def _set_plan(self, plan: str) -> None:
         self._plan = plan
+        for callback in self._replan_callbacks:
+            callback()
 
     def svd_factors(self, W: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """A (rank, m1, n1), B (rank, m2, n2) nearest to a dense (out, in) weight W (the SVD init)."""

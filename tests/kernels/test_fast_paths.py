@@ -19,7 +19,7 @@ import torch
 import kbert.kernels.native as N
 from kbert.kernels import passes
 from kbert.kernels.attention import attention_context, attention_scores
-from kbert.kernels.linear import kron_heads, kron_linear
+from kbert.kernels.linear import heads_fusable, kron_heads, kron_linear
 from kbert.kernels.plans import choose_plan
 from kbert.layers.kronecker import KroneckerLinear, kron_sum, max_rank
 
@@ -238,20 +238,28 @@ def test_fused_qkv_heads(dtype, use_native):
                 torch.testing.assert_close(a, b, **_tol(dtype, b))
     # Shapes that cannot be fused are left to the caller.
     mixed = [KroneckerLinear(64, 64, (32, 8)), KroneckerLinear(64, 64, (16, 8)), KroneckerLinear(64, 64, (32, 8))]
-    assert kron_heads(torch.randn(2, 3, 64), mixed, 2) is None
-    assert kron_heads(torch.randn(2, 3, 64), [torch.nn.Linear(64, 64)] * 3, 2) is None
+    assert not heads_fusable(mixed, 2)
+    assert not heads_fusable([torch.nn.Linear(64, 64)] * 3, 2)
+    assert not heads_fusable([KroneckerLinear(64, 64, (32, 8))] * 3, 3)  # 3 heads do not divide 64
+    assert heads_fusable([KroneckerLinear(64, 64, (32, 8))] * 3, 2)
+
+
+def _kron_student(layers=2):
+    """A small Kronecker student encoder whose Q/K/V fuse (plan b_planar, 2 heads), seeded."""
+    from kbert.students import student_config
+    from kbert.modeling import KBertConfig, KBertModel
+
+    base = KBertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=layers, num_attention_heads=2,
+                       intermediate_size=128, max_position_embeddings=16)
+    config = student_config(base, {"attention_a_shape": [32, 8], "ffn_a_shape": [4, 2], "embedding_n": 4})
+    torch.manual_seed(0)
+    return KBertModel(config).eval()
 
 
 def test_attention_fused_and_unfused_agree(monkeypatch):
     """A Kronecker student's attention gives the same scores and outputs with and without Q/K/V fusion."""
-    from kbert.students import student_config
-    from kbert.modeling import KBertConfig, KBertModel
-
-    base = KBertConfig(vocab_size=50, hidden_size=64, num_hidden_layers=2, num_attention_heads=2,
-                       intermediate_size=128, max_position_embeddings=16)
-    config = student_config(base, {"attention_a_shape": [32, 8], "ffn_a_shape": [4, 2], "embedding_n": 4})
-    torch.manual_seed(0)
-    model = KBertModel(config).eval()
+    model = _kron_student()
+    assert all(layer.attention.self.fused_qkv for layer in model.encoder.layer)  # decided when built
     ids = torch.randint(1, 50, (2, 7))
     mask = torch.ones_like(ids)
     mask[1, 5:] = 0
@@ -260,6 +268,24 @@ def test_attention_fused_and_unfused_agree(monkeypatch):
     plain = model(ids, mask)
     for a, b in zip(fused.hidden_states + fused.attention_scores, plain.hidden_states + plain.attention_scores):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_replanning_a_projection_decides_the_fusion_again():
+    """Attention's Q/K/V fusion is fixed at construction and changes only with a plan."""
+    attention = _kron_student(layers=1).encoder.layer[0].attention.self
+    assert attention.fused_qkv
+    attention.key.plan = "generic"
+    assert not attention.fused_qkv
+    attention.key.order = "b_first"  # re-planned, but a forced generic plan stays
+    assert not attention.fused_qkv
+    attention.key.plan = "b_planar"
+    assert attention.fused_qkv
+
+
+def test_kron_heads_rejects_other_input_widths():
+    layers = [KroneckerLinear(64, 64, (32, 8)) for _ in range(3)]
+    with pytest.raises(ValueError, match=r"input \(batch, seq, 64\), got \(2, 3, 32\)"):
+        kron_heads(torch.randn(2, 3, 32), layers, 2)
 
 
 def test_native_kernels_build_from_scratch(tmp_path, monkeypatch):
