@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 CORES  ?= all
 TORCH_CPU := torch==2.13.0+cpu
 
-.PHONY: all test setup smoke bench lint clean
+.PHONY: all test setup smoke quick bench lint clean
 
 all: setup
 	$(BIN)/snakemake --cores $(CORES) all
@@ -16,8 +16,14 @@ all: setup
 test: setup
 	$(BIN)/python -m pytest -q
 
+# `--configfile=FILE`, not `--configfile FILE`: the option takes several files and would
+# swallow the target after it.
 smoke: setup
-	$(BIN)/snakemake --cores $(CORES) --configfile config/smoke.yaml all
+	$(BIN)/snakemake --cores $(CORES) --configfile=config/smoke.yaml all
+
+# Real numbers in at most 20 minutes on 2 cores (docs/presets.md): MiniLM, SST-2 and MRPC.
+quick: setup
+	$(BIN)/snakemake --cores 2 --configfile=config/quick.yaml all
 
 bench: setup
 	$(BIN)/python -m kbert.bench layers
