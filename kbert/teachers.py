@@ -100,10 +100,17 @@ def _checkpoint_dir(teacher: dict) -> Path:
     return Path(snapshot_download(teacher["name"], allow_patterns=["*.json", "*.safetensors", "*.txt"]))
 
 
-def load_pretrained(teacher: dict, seed: int = 0) -> KBertModel:
-    """The pre-trained (not fine-tuned) teacher encoder as a dense ``KBertModel``."""
+# A random teacher's weights follow from its spec alone, so that every stage that builds it
+# (finetune-teacher, compress, general-kd) gets the same network and ``teacher_hash``, which
+# hashes the spec, names it. The stages' own seeds never reach it.
+RANDOM_TEACHER_SEED = 0
+
+
+def load_pretrained(teacher: dict) -> KBertModel:
+    """The pre-trained (not fine-tuned) teacher encoder as a dense ``KBertModel``: the one
+    teacher every stage reads (a checkpoint on disk, or a random BERT from a fixed seed)."""
     if teacher["source"] == "random":
-        torch.manual_seed(seed)
+        torch.manual_seed(RANDOM_TEACHER_SEED)
         return KBertModel(_random_config(teacher)).eval()
     path = _checkpoint_dir(teacher)
     config = KBertConfig.from_bert_config(AutoConfig.from_pretrained(path))

@@ -52,7 +52,7 @@ def run(config: dict, student: str, out_dir: str) -> dict:
     started = time.time()
     if student not in config["students"]:
         raise ValueError(f"unknown student {student!r}; configured: {sorted(config['students'])}")
-    teacher = load_pretrained(config["teacher"], config["teacher"]["finetune"]["seed"])
+    teacher = load_pretrained(config["teacher"])
     picked = stage_settings(config, CONFIG_SECTIONS, student=student)
     spec = picked["student"]
     match_spec = config["students"].get(spec.get("match"))  # not in CONFIG_SECTIONS (see the fingerprint)

@@ -41,7 +41,7 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
     check_batch_size(s["batch_size"], rt, f"teacher.finetune ({task})")
 
     tokenizer = tokenizer_for(config["teacher"])
-    model = task_model_from_encoder(load_pretrained(config["teacher"], s["seed"]), spec.kind, spec.num_labels, s["seed"])
+    model = task_model_from_encoder(load_pretrained(config["teacher"]), spec.kind, spec.num_labels, s["seed"])
     model.to(rt.device)
     features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"])
 

@@ -81,7 +81,7 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     rt = runtime(config)
     check_batch_size(s["batch_size"], rt, "general_kd")
     tokenizer = tokenizer_for(config["teacher"])
-    teacher = load_pretrained(config["teacher"], s["seed"]).eval().to(rt.device)
+    teacher = load_pretrained(config["teacher"]).eval().to(rt.device)
     heads_for = [term for term in PRETRAINING_TERMS if s["losses"][term]]  # [] = intermediate terms only
     teacher_heads = pretraining_heads(config["teacher"], heads_for) if heads_for else None  # error if missing
     encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
