@@ -13,7 +13,7 @@ Adam steps. A changed recipe moves them by far more than 1e-4.
 
 Regenerate GOLDEN (after an intended change, saying why in the commit message):
 
-    PYTHONPATH=. HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python tests/test_golden_losses.py
+    PYTHONPATH=. HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 .venv/bin/python tests/stages/test_golden_losses.py
 """
 
 import json
