@@ -39,7 +39,7 @@ SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 #: Stages that ``settings`` knows, as dotted paths into the config.
 STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data")
 #: What a stage's ``CONFIG_SECTIONS`` may name besides ``STAGES`` (see ``stage_settings``).
-JOB_SECTIONS = ("student", "calibration")
+JOB_SECTIONS = ("student", "matched_student", "calibration", "corpus_source")
 #: Explicit Kronecker shape keys of a student spec.
 SHAPE_KEYS = ("attention_a_shape", "ffn_a_shape", "embedding_n", "rank")
 #: Keys a dense (TinyBERT-style) student may fix.
@@ -361,13 +361,20 @@ def stage_settings(config: dict, sections: tuple[str, ...], task: str | None = N
     fingerprint hashes it (workflow/rules/common.smk), so the two read the same sections.
 
     Besides ``STAGES`` (merged by ``settings``): ``student``, the job's entry of
-    ``students``; ``calibration``, the text a data-aware init fits on (the student's
-    general-KD corpus and the data source), absent for any other init.
+    ``students``; ``matched_student``, the entry of the student it matches in size
+    (``match``), absent when it matches none; ``calibration``, the text a data-aware init
+    fits on (the student's general-KD corpus and the data source), absent for any other
+    init; ``corpus_source``, where the general-KD corpus is read from (``data.source``).
     """
     picked = {}
     for section in sections:
         if section == "student":
             picked["student"] = copy.deepcopy(config["students"][student])
+        elif section == "matched_student":
+            if config["students"][student].get("match"):
+                picked["matched_student"] = copy.deepcopy(config["students"][config["students"][student]["match"]])
+        elif section == "corpus_source":
+            picked["corpus_source"] = config["data"]["source"]
         elif section == "calibration":
             if config["students"][student].get("init") == "data_aware":
                 corpus = settings(config, "general_kd", student=student)["corpus"]

@@ -339,6 +339,15 @@ def test_stage_settings_has_calibration_only_for_a_data_aware_init(default):
                            "source": "bundled"}
 
 
+def test_stage_settings_carry_the_matched_student_and_the_corpus_source(default):
+    # compress builds lowrank_8 to kroneckerbert_8's size and general KD reads its corpus
+    # from data.source: a change to either must change the job's fingerprint.
+    picked = stage_settings(default, ("student", "matched_student"), student="lowrank_8")
+    assert picked["matched_student"] == default["students"]["kroneckerbert_8"]
+    assert "matched_student" not in stage_settings(default, ("matched_student",), student="kroneckerbert_8")
+    assert stage_settings(default, ("corpus_source",), student="kroneckerbert_8") == {"corpus_source": "bundled"}
+
+
 def test_stage_settings_rejects_an_unknown_section(default):
     with pytest.raises(ValueError, match=r"unknown config section 'augmnt'; a stage reads some of \['teacher.finetune'"):
         stage_settings(default, ("augmnt",), task="mrpc")

@@ -21,7 +21,7 @@ from kbert.artifacts import provenance, sha256_json, write_stage
 from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 
 # The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
-CONFIG_SECTIONS = ("student", "calibration")
+CONFIG_SECTIONS = ("student", "matched_student", "calibration")
 
 # Calibration text for init: data_aware. Full windows of CALIBRATION_LENGTH tokens; the
 # held-out windows come from other documents than the fitted ones.
@@ -55,7 +55,7 @@ def run(config: dict, student: str, out_dir: str) -> dict:
     teacher = load_pretrained(config["teacher"])
     picked = stage_settings(config, CONFIG_SECTIONS, student=student)
     spec = picked["student"]
-    match_spec = config["students"].get(spec.get("match"))  # not in CONFIG_SECTIONS (see the fingerprint)
+    match_spec = picked.get("matched_student")
     calibration = _calibration(config, picked["calibration"]) if "calibration" in picked else None
     model, report = compress(teacher, spec, match_spec, calibration)
     data_sha256 = None if calibration is None else sha256_json([ids.tolist() for ids in calibration])

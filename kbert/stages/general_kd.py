@@ -36,7 +36,7 @@ from kbert.training import TrainSettings, seed_everything, train
 
 # The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
 # The student and its calibration text are what the init it continues was built from.
-CONFIG_SECTIONS = ("student", "calibration", "general_kd")
+CONFIG_SECTIONS = ("student", "calibration", "general_kd", "corpus_source")
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the teacher reads of a batch
 
 
@@ -74,7 +74,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     if prior.get("stage") not in ("compress", "general_kd") or (epochs is None and prior["stage"] != "compress"):
         raise ValueError(f"{init_dir} is a {prior.get('stage')!r} output; general KD starts from the compress stage"
                          + (" (or, with --epochs, an earlier general-KD output)" if epochs is None else ""))
-    s = stage_settings(config, CONFIG_SECTIONS, student=student)["general_kd"]
+    picked = stage_settings(config, CONFIG_SECTIONS, student=student)
+    s = picked["general_kd"]
     if epochs is not None:
         s = {**s, "epochs": epochs, "max_steps": None}
     seed_everything(s["seed"])
@@ -87,8 +88,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
     model = (with_pretraining_heads(encoder, teacher_heads, heads_for, student) if heads_for else encoder).to(rt.device)
 
-    source = config["data"]["source"]
-    documents = [doc for name in s["corpus"] for doc in load_corpus(name, source=source, fraction=s["corpus_fraction"])]
+    documents = [doc for name in s["corpus"]
+                 for doc in load_corpus(name, source=picked["corpus_source"], fraction=s["corpus_fraction"])]
     if heads_for:
         sequences = sentence_pairs(documents, tokenizer, s["max_seq_length"], s["seed"])
     else:
