@@ -10,7 +10,8 @@ BERT pre-training inputs (sentence pairs, half with a random next sentence, kber
 15% of tokens masked, drawn anew every epoch, ``batching.mask_tokens``), teacher and student
 both read them, and the student carries MLM/NSP heads copied from the teacher's
 (kbert/pretraining.py). A teacher without such heads (the offline MiniLM, the random
-teacher) is an error before any step. With both weights 0 the corpus is packed windows.
+teacher) is an error before any step. With both weights 0 the corpus is packed windows
+(kbert/data/packing.py: tokenised once onto disk, cached, read a batch at a time).
 """
 
 from __future__ import annotations
