@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterable
 
 import pandas as pd
 
@@ -40,6 +41,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 def sha256_json(obj) -> str:
     """Hash of a JSON-serialisable object, independent of key order."""
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def sha256_json_items(items: Iterable) -> str:
+    """``sha256_json(list(items))``, hashed an item at a time so the list is never held."""
+    digest = hashlib.sha256(b"[")
+    for i, item in enumerate(items):
+        # json.dumps writes a list as its items' own dumps joined by ", ".
+        digest.update(((", " if i else "") + json.dumps(item, sort_keys=True, default=str)).encode())
+    digest.update(b"]")
+    return digest.hexdigest()
 
 
 def config_hash(config: dict) -> str:

@@ -6,6 +6,7 @@ import math
 from typing import Iterator
 
 import numpy as np
+import pyarrow.compute as pc
 import torch
 from datasets import Dataset
 
@@ -50,30 +51,40 @@ def num_batches(n_rows: int, batch_size: int) -> int:
 
 
 
+def row_lengths(encoded: Dataset) -> np.ndarray:
+    """Tokens in each row's ``input_ids``, read from Arrow a chunk at a time (no Python lists)."""
+    ids = encoded.select_columns(["input_ids"]).with_format("arrow")
+    chunks = [pc.list_value_length(table["input_ids"]).to_numpy() for table in ids.iter(batch_size=10_000)]
+    return np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.int64)
+
+
+
 def batches(encoded: Dataset, batch_size: int, *, shuffle: bool, seed: int = 0, epoch: int = 0,
             pad_token_id: int = 0) -> Iterator[dict[str, torch.Tensor]]:
     """Padded LongTensor batches of ``input_ids``/``token_type_ids``/``attention_mask``
     plus whichever of labels (float for regression), start_positions, end_positions,
-    next_sentence_label exist. Non-tensor columns (example_id, offset_mapping) are left out."""
+    next_sentence_label exist. Non-tensor columns (example_id, offset_mapping) are left out.
+    Only a batch's rows are read at a time, so ``encoded`` may be a memory-mapped corpus."""
     padded = [c for c in PADDED_COLUMNS if c in encoded.column_names]
     scalars = [c for c in SCALAR_COLUMNS if c in encoded.column_names]
     if "input_ids" not in padded:
         raise ValueError(f"dataset has no input_ids (columns {encoded.column_names}); encode it first")
-    columns = encoded.select_columns(padded + scalars)[:]
-    lengths = [len(ids) for ids in columns["input_ids"]]
+    columns = encoded.select_columns(padded + scalars)
+    lengths = row_lengths(encoded)
     float_labels = "labels" in scalars and encoded.features["labels"].dtype.startswith("float")
     for rows in batch_indices(lengths, batch_size, shuffle=shuffle, seed=seed, epoch=epoch):
-        width = max(lengths[i] for i in rows)
+        picked = columns[rows.tolist()]  # this batch's rows, in batch order
+        width = int(lengths[rows].max())
         batch = {}
         for column in padded:
             fill = pad_token_id if PADDED_COLUMNS[column] is None else PADDED_COLUMNS[column]
             tensor = torch.full((len(rows), width), fill, dtype=torch.long)
-            for r, i in enumerate(rows):
-                tensor[r, : lengths[i]] = torch.tensor(columns[column][i], dtype=torch.long)
+            for r, values in enumerate(picked[column]):
+                tensor[r, : len(values)] = torch.tensor(values, dtype=torch.long)
             batch[column] = tensor
         for column in scalars:
             dtype = torch.float32 if column == "labels" and float_labels else torch.long
-            batch[column] = torch.tensor([columns[column][i] for i in rows], dtype=dtype)
+            batch[column] = torch.tensor(picked[column], dtype=dtype)
         yield batch
 
 

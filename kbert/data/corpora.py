@@ -7,7 +7,9 @@ import math
 
 import numpy as np
 import pandas as pd
+from datasets import Dataset
 
+from kbert.artifacts import sha256_json_items
 from kbert.data.files import DataError, verified_file
 from kbert.data.hub import load_hub
 from kbert.data.splits import bundled_frame, check_source
@@ -43,11 +45,18 @@ def _squad_paragraphs(data_dir=None) -> list[str]:
 
 
 
-def _wikipedia(fraction: float, seed: int, hub_dir=None) -> list[str]:
+def _wikipedia(fraction: float, seed: int, hub_dir=None) -> Dataset:
+    """A seeded ``fraction`` of the articles, as a view of the hub's memory-mapped files."""
     articles = load_hub("wikimedia/wikipedia", "20231101.en", "train", hub_dir)
-    keep = math.ceil(fraction * len(articles))
-    chosen = np.sort(np.random.default_rng(seed).permutation(len(articles))[:keep])
-    return list(articles.select(chosen)["text"])
+    return articles.select(_sample(len(articles), fraction, seed)).select_columns(["text"])
+
+
+
+def _sample(n: int, fraction: float, seed: int) -> np.ndarray:
+    """The sorted indices of a seeded ``fraction`` of ``n`` documents (all when 1.0)."""
+    if fraction == 1.0:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:math.ceil(fraction * n)])
 
 
 
@@ -55,12 +64,14 @@ CORPORA = {"wikitext2": "bundled", "squad_paragraphs": "bundled", "wikipedia": "
 
 
 
-def load_corpus(name: str, *, source: str = "bundled", fraction: float = 1.0, seed: int = 0,
-                data_dir=None, hub_dir=None) -> list[str]:
-    """Documents for general distillation; ``fraction`` keeps a seeded sample of them.
+def corpus_documents(name: str, *, source: str = "bundled", fraction: float = 1.0, seed: int = 0,
+                     data_dir=None, hub_dir=None) -> Dataset:
+    """Documents for general distillation, a ``text`` column; ``fraction`` keeps a seeded sample.
 
     ``wikitext2`` and ``squad_paragraphs`` are bundled; ``wikipedia`` (the paper's
-    corpus, ``wikimedia/wikipedia`` 20231101.en) comes from the hub whatever ``source``.
+    corpus, ``wikimedia/wikipedia`` 20231101.en) comes from the hub whatever ``source``,
+    and stays on disk: its articles are read a batch at a time, never all at once.
+    Empty documents are dropped.
     """
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; valid: {', '.join(CORPORA)}")
@@ -68,17 +79,28 @@ def load_corpus(name: str, *, source: str = "bundled", fraction: float = 1.0, se
     if not 0.0 < fraction <= 1.0:
         raise ValueError(f"corpus fraction must be in (0, 1], got {fraction}")
     if name == "wikipedia":
-        documents = _wikipedia(fraction, seed, hub_dir)
+        documents = _wikipedia(fraction, seed, hub_dir).filter(
+            lambda texts: [bool(t.strip()) for t in texts], input_columns="text", batched=True)
     else:
-        documents = _wikitext_documents(data_dir) if name == "wikitext2" else _squad_paragraphs(data_dir)
-        if fraction < 1.0:
-            keep = math.ceil(fraction * len(documents))
-            chosen = np.sort(np.random.default_rng(seed).permutation(len(documents))[:keep])
-            documents = [documents[i] for i in chosen]
-    documents = [d for d in documents if d.strip()]
-    if not documents:
+        texts = _wikitext_documents(data_dir) if name == "wikitext2" else _squad_paragraphs(data_dir)
+        documents = Dataset.from_dict({"text": [texts[i] for i in _sample(len(texts), fraction, seed)
+                                                if texts[i].strip()]})
+    if len(documents) == 0:
         raise DataError(f"corpus {name!r} is empty (fraction {fraction})")
     return documents
+
+
+
+def load_corpus(name: str, **options) -> list[str]:
+    """``corpus_documents`` as a list of strings (the calibration text, tests); the keyword
+    options are ``corpus_documents``'s."""
+    return list(corpus_documents(name, **options)["text"])
+
+
+
+def documents_sha256(documents: Dataset) -> str:
+    """``sha256_json`` of the documents' texts as a list, read a batch at a time."""
+    return sha256_json_items(text for batch in documents.iter(batch_size=1000) for text in batch["text"])
 
 
 

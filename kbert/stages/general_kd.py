@@ -10,7 +10,8 @@ BERT pre-training inputs (sentence pairs, half with a random next sentence, kber
 15% of tokens masked, drawn anew every epoch, ``batching.mask_tokens``), teacher and student
 both read them, and the student carries MLM/NSP heads copied from the teacher's
 (kbert/pretraining.py). A teacher without such heads (the offline MiniLM, the random
-teacher) is an error before any step. With both weights 0 the corpus is packed windows.
+teacher) is an error before any step. With both weights 0 the corpus is packed windows
+(kbert/data/packing.py: tokenised once onto disk, cached, read a batch at a time).
 """
 
 from __future__ import annotations
@@ -20,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from datasets import Dataset
+from datasets import concatenate_datasets
 
-from kbert.artifacts import provenance, resume_dir, sha256_json, stage_identity, stage_metrics, write_stage
+from kbert.artifacts import provenance, resume_dir, stage_identity, stage_metrics, write_stage
 from kbert.config import stage_settings
 from kbert.data import batching
-from kbert.data.corpora import load_corpus
+from kbert.data.corpora import corpus_documents, documents_sha256
+from kbert.data.packing import packed_windows
 from kbert.data.pretraining import sentence_pairs
 from kbert.device import check_batch_size, runtime
 from kbert.losses import PRETRAINING_TERMS, distillation_loss
@@ -38,24 +40,6 @@ from kbert.training import TrainSettings, seed_everything, train
 # The student and its calibration text are what the init it continues was built from.
 CONFIG_SECTIONS = ("student", "calibration", "general_kd", "corpus_source")
 ENCODER_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # what the teacher reads of a batch
-
-
-def corpus_sequences(documents: list[str], tokenizer, max_seq_length: int) -> Dataset:
-    """Pack each document's tokens into [CLS] ... [SEP] windows of at most ``max_seq_length``."""
-    body = max_seq_length - 2
-    ids = []
-    for tokens in tokenizer(documents, add_special_tokens=False)["input_ids"]:
-        for start in range(0, len(tokens), body):
-            window = tokens[start:start + body]
-            if len(window) >= 8:  # a handful of stray tokens teaches nothing
-                ids.append([tokenizer.cls_token_id, *window, tokenizer.sep_token_id])
-    if not ids:
-        raise ValueError("the general-distillation corpus produced no sequences: is it empty?")
-    return Dataset.from_dict({
-        "input_ids": ids,
-        "token_type_ids": [[0] * len(x) for x in ids],
-        "attention_mask": [[1] * len(x) for x in ids],
-    })
 
 
 def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | None = None) -> dict:
@@ -88,12 +72,13 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
     model = (with_pretraining_heads(encoder, teacher_heads, heads_for, student) if heads_for else encoder).to(rt.device)
 
-    documents = [doc for name in s["corpus"]
-                 for doc in load_corpus(name, source=picked["corpus_source"], fraction=s["corpus_fraction"])]
-    if heads_for:
-        sequences = sentence_pairs(documents, tokenizer, s["max_seq_length"], s["seed"])
-    else:
-        sequences = corpus_sequences(documents, tokenizer, s["max_seq_length"])
+    documents = concatenate_datasets([corpus_documents(name, source=picked["corpus_source"], fraction=s["corpus_fraction"])
+                                      for name in s["corpus"]])
+    data_sha256 = documents_sha256(documents)
+    if heads_for:  # a pair's random next sentence may come from any document: all of them in memory
+        sequences = sentence_pairs(list(documents["text"]), tokenizer, s["max_seq_length"], s["seed"])
+    else:  # packed on disk, read a batch at a time
+        sequences = packed_windows(documents, tokenizer, s["max_seq_length"], num_proc=torch.get_num_threads())
 
     def batches(epoch):
         padded = batching.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
@@ -113,7 +98,6 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])
-    data_sha256 = sha256_json(documents)
     teacher_sha256 = teacher_hash(config["teacher"])
     inputs = {"teacher": teacher_sha256, "settings": s, "init": init_id,
               "data_sha256": data_sha256}
