@@ -61,18 +61,20 @@ def corpus_cache_dir() -> Path:
 
 
 def packed_windows(documents: Dataset, tokenizer, max_seq_length: int, *, num_proc: int = 1,
-                   cache_dir: str | os.PathLike | None = None) -> Dataset:
+                   cache_dir: str | os.PathLike | None = None, documents_hash: str | None = None) -> Dataset:
     """The documents (a ``text`` column) packed into windows: ``input_ids``,
     ``token_type_ids`` (0), ``attention_mask`` (1), from the cache when already packed.
 
     ``num_proc`` > 1 tokenises in that many processes (the rows keep the documents' order).
-    ValueError when no document gives a window.
+    ``documents_hash``: their ``documents_sha256`` when the caller has it already (reading a
+    paper-scale corpus twice costs tens of seconds). ValueError when no document gives a window.
     """
     if max_seq_length < MIN_WINDOW + 2:
         raise ValueError(f"max_seq_length {max_seq_length} leaves no room for a window of "
                          f"{MIN_WINDOW} tokens plus [CLS] and [SEP]; use at least {MIN_WINDOW + 2}")
     # 32 hex digits: the cache directory's name, and a fingerprint datasets accepts with its shard suffix.
-    key = sha256_json({"documents": documents_sha256(documents), "tokenizer": tokenizer_sha256(tokenizer),
+    key = sha256_json({"documents": documents_hash or documents_sha256(documents),
+                       "tokenizer": tokenizer_sha256(tokenizer),
                        "max_seq_length": max_seq_length, "version": PACKING_VERSION})[:32]
     path = Path(cache_dir or corpus_cache_dir()) / key
     if not path.is_dir():

@@ -78,7 +78,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
     if heads_for:  # a pair's random next sentence may come from any document: all of them in memory
         sequences = sentence_pairs(list(documents["text"]), tokenizer, s["max_seq_length"], s["seed"])
     else:  # packed on disk, read a batch at a time
-        sequences = packed_windows(documents, tokenizer, s["max_seq_length"], num_proc=torch.get_num_threads())
+        sequences = packed_windows(documents, tokenizer, s["max_seq_length"], num_proc=torch.get_num_threads(),
+                                   documents_hash=data_sha256)
 
     def batches(epoch):
         padded = batching.batches(sequences, s["batch_size"], shuffle=True, seed=s["seed"], epoch=epoch,
