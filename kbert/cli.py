@@ -129,7 +129,7 @@ def cmd_equal_size(args, config) -> None:
 def cmd_glue_submission(args, config) -> None:
     from kbert.report.submission import write_submission
 
-    names = write_submission([os.path.dirname(r) if r.endswith(".json") else r for r in args.runs], args.out)
+    names = write_submission(args.runs, args.out)
     print(f"{args.out}: {', '.join(names)} and submission.zip")
 
 

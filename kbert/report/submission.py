@@ -16,6 +16,7 @@ import zipfile
 from pathlib import Path
 
 from kbert.artifacts import atomic_path
+from kbert.report.aggregate import find_metric_files
 from kbert.submission import check_server_file
 from kbert.tasks import get_task
 
@@ -32,12 +33,13 @@ def _run_files(run_dir: Path) -> dict[str, tuple]:
     return found
 
 
-def write_submission(run_dirs: list[str | Path], out_dir: str | Path) -> list[str]:
-    """Check and copy one model's server files from ``run_dirs`` into ``out_dir``, with
-    ``submission.zip``; returns the file names. Raises ValueError listing every problem
-    (a run without predictions, a file twice, wrong rows or labels) and writes nothing."""
+def write_submission(runs: list[str | Path], out_dir: str | Path) -> list[str]:
+    """Check and copy one model's server files from ``runs`` (metrics.json files or run
+    directories) into ``out_dir``, with ``submission.zip``; returns the file names. Raises
+    ValueError listing every problem (a run without predictions, a file twice, wrong rows
+    or labels) and writes nothing."""
     files, problems = {}, []
-    for run_dir in map(Path, run_dirs):
+    for run_dir in (path.parent for path in find_metric_files(runs)):
         run_files = _run_files(run_dir)
         if not run_files:
             problems.append(f"{run_dir}: no predictions/*.tsv (was it run before test splits were predicted?)")
