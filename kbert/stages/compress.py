@@ -14,10 +14,10 @@ import time
 import numpy as np
 import torch
 
-from kbert.students import compress
+from kbert.artifacts import provenance, sha256_json, write_stage
 from kbert.config import stage_settings
 from kbert.data.corpora import load_corpus
-from kbert.artifacts import provenance, sha256_json, write_stage
+from kbert.students import compress
 from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
 
 # The config this stage reads (kbert.config.stage_settings); its rule's rerun fingerprint hashes the same.
