@@ -12,6 +12,12 @@ arguments here and config fields, with defaults written down in docs/deviations.
 padding positions are excluded from every MSE (queries and keys for the scores), and
 the score MSE is averaged over heads.
 
+``normalisation="relative"`` (config ``loss_normalisation``, off by default) divides each
+MSE, layer by layer, by the teacher's mean square of the same positions, so every
+intermediate term is a relative error (1 for a student that outputs zeros) whatever the
+scale of what it compares. In the plain sum the pre-softmax scores, whose magnitudes are
+tens, drown every other term (20-60 times the rest on MiniLM, issue 13).
+
 Students with fewer or narrower layers (the dense TinyBERT-style baseline) use TinyBERT's
 rules: student layer m is distilled from teacher layer m * (N / M), and student hidden
 states (embedding output included) pass through the student's learned ``fit_dense``
@@ -24,21 +30,32 @@ import torch
 import torch.nn.functional as F
 
 TERMS = ("embedding", "attention", "hidden", "logit", "supervised")
+NORMALISATIONS = ("none", "relative")  # config loss_normalisation
 PRETRAINING_TERMS = ("mlm", "nsp")  # general KD with BERT pre-training inputs (kbert/pretraining.py)
 
 
-def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean squared error over the positions where ``mask`` is 1.
+def relative(error: torch.Tensor, teacher_square: torch.Tensor) -> torch.Tensor:
+    """A squared error over the teacher's square on the same entries (both sums); never divides by 0."""
+    return error / teacher_square.clamp_min(1e-12)
+
+
+def masked_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, normalise: bool = False) -> torch.Tensor:
+    """Mean squared error over the positions where ``mask`` is 1 (``normalise``: over the teacher's mean square).
 
     student, teacher: (B, T, d); mask: (B, T). Computed in fp32 (the inputs may be bf16 under autocast).
     """
     student, teacher = student.float(), teacher.float()
     m = mask.to(student.dtype).unsqueeze(-1)
-    return ((student - teacher) ** 2 * m).sum() / (m.sum() * student.shape[-1]).clamp_min(1)
+    error = ((student - teacher) ** 2 * m).sum()
+    if normalise:
+        return relative(error, (teacher**2 * m).sum())
+    return error / (m.sum() * student.shape[-1]).clamp_min(1)
 
 
-def attention_score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """MSE of pre-softmax scores over real (query, key) pairs, averaged over heads.
+def attention_score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor,
+                        normalise: bool = False) -> torch.Tensor:
+    """MSE of pre-softmax scores over real (query, key) pairs, averaged over heads
+    (``normalise``: over the teacher's mean square score on the same pairs).
 
     student, teacher: (B, H, T, T), already carrying the additive mask on padded keys;
     mask: (B, T). Padded entries are dropped, so the -1e38 mask values never enter the loss.
@@ -49,8 +66,11 @@ def attention_score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torc
         raise ValueError(f"attention scores of shape {tuple(student.shape)} (student) vs {tuple(teacher.shape)} "
                          "(teacher): scores are distilled head to head, so the head counts must match")
     pair = (mask[:, :, None] * mask[:, None, :]).to(student.dtype).unsqueeze(1)  # (B, 1, T, T)
-    diff = torch.where(pair.bool(), student - teacher, torch.zeros((), dtype=student.dtype))
-    return (diff**2).sum() / (pair.sum() * student.shape[1]).clamp_min(1)
+    zero = torch.zeros((), dtype=student.dtype)
+    error = (torch.where(pair.bool(), student - teacher, zero) ** 2).sum()
+    if normalise:
+        return relative(error, (torch.where(pair.bool(), teacher, zero) ** 2).sum())
+    return error / (pair.sum() * student.shape[1]).clamp_min(1)
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -100,12 +120,16 @@ def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
     return [m * step for m in range(1, student_layers + 1)]
 
 
-def intermediate_losses(student, teacher, mask: torch.Tensor, projection=None) -> dict[str, torch.Tensor]:
-    """Embedding, attention-score and hidden-state terms.
+def intermediate_losses(student, teacher, mask: torch.Tensor, projection=None,
+                        normalisation: str = "none") -> dict[str, torch.Tensor]:
+    """Embedding, attention-score and hidden-state terms (each a sum over layers).
 
     ``projection`` (the student's ``fit_dense``) maps student hidden states to the teacher's
-    width; it is required exactly when the widths differ.
+    width; it is required exactly when the widths differ. ``normalisation``: see the module.
     """
+    if normalisation not in NORMALISATIONS:
+        raise ValueError(f"loss normalisation {normalisation!r}; known: {list(NORMALISATIONS)}")
+    norm = normalisation == "relative"
     mapped = teacher_layers(len(student.hidden_states) - 1, len(teacher.hidden_states) - 1)
     s_width, t_width = student.hidden_states[0].shape[-1], teacher.hidden_states[0].shape[-1]
     if (s_width != t_width) != (projection is not None):
@@ -118,27 +142,29 @@ def intermediate_losses(student, teacher, mask: torch.Tensor, projection=None) -
     t_scores = [teacher.attention_scores[n - 1] for n in mapped]
     s_hidden = [project(h) for h in student.hidden_states]
     return {
-        "embedding": masked_mse(s_hidden[0], t_hidden[0], mask),
-        "attention": sum(attention_score_mse(s, t, mask) for s, t in zip(student.attention_scores, t_scores)),
-        "hidden": sum(masked_mse(s, t, mask) for s, t in zip(s_hidden[1:], t_hidden[1:])),
+        "embedding": masked_mse(s_hidden[0], t_hidden[0], mask, norm),
+        "attention": sum(attention_score_mse(s, t, mask, norm) for s, t in zip(student.attention_scores, t_scores)),
+        "hidden": sum(masked_mse(s, t, mask, norm) for s, t in zip(s_hidden[1:], t_hidden[1:])),
     }
 
 
 def distillation_loss(student, teacher, mask, weights: dict[str, float], kind: str | None = None,
-                      temperature: float = 1.0, projection=None) -> tuple[torch.Tensor, dict[str, float]]:
+                      temperature: float = 1.0, projection=None,
+                      normalisation: str = "none") -> tuple[torch.Tensor, dict[str, float]]:
     """Weighted sum of the enabled terms (weight 0 = off) and each term's value for logging.
 
     ``kind`` None means there is no task head (general distillation): logit and supervised
     terms are skipped, mlm and nsp are the student's own ``mlm_loss``/``nsp_loss`` (its
     pre-training heads, ``kbert.pretraining``). The supervised term is the student model's
-    own ``loss``. ``projection``: see ``intermediate_losses``.
+    own ``loss``. ``projection`` and ``normalisation``: see ``intermediate_losses``.
     """
     unknown = set(weights) - set(TERMS) - set(PRETRAINING_TERMS)
     if unknown:
         raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {list(TERMS + PRETRAINING_TERMS)}")
     terms: dict[str, torch.Tensor] = {}
     if any(weights.get(k, 0) for k in ("embedding", "attention", "hidden")):
-        terms.update({k: v for k, v in intermediate_losses(student, teacher, mask, projection).items() if weights.get(k, 0)})
+        intermediate = intermediate_losses(student, teacher, mask, projection, normalisation)
+        terms.update({k: v for k, v in intermediate.items() if weights.get(k, 0)})
     if kind is not None and weights.get("logit", 0):
         terms["logit"] = logit_loss(student, teacher, kind, temperature)
     if kind is not None and weights.get("supervised", 0):

@@ -62,3 +62,63 @@ def test_golden_losses_on_tiny_models():
     total, terms = distillation_loss(student(**batch), teacher(**batch), batch["attention_mask"], ALL_LOSSES, "classification")
     assert terms == pytest.approx(GOLDEN_LOSSES, rel=1e-3, abs=1e-6)
     assert total.item() == pytest.approx(sum(GOLDEN_LOSSES.values()), rel=1e-3)
+
+
+# --------------------------------------------------------------------------------------
+# loss_normalisation: relative (each intermediate MSE over the teacher's mean square)
+# --------------------------------------------------------------------------------------
+
+def _outputs(hidden, scores):
+    return type("Out", (), {"hidden_states": hidden, "attention_scores": scores})()
+
+
+def _random_outputs(seed, layers=2, scale=1.0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = tuple(scale * torch.randn(2, 5, 8, generator=g) for _ in range(layers + 1))
+    scores = tuple(scale * torch.randn(2, 4, 5, 5, generator=g) for _ in range(layers))
+    return _outputs(hidden, scores)
+
+
+MASK = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]])
+INTERMEDIATE = {"embedding": 1.0, "attention": 1.0, "hidden": 1.0}
+
+
+def test_relative_terms_are_one_per_layer_for_a_student_that_outputs_zeros():
+    teacher = _random_outputs(0)
+    zeros = _outputs(tuple(torch.zeros_like(h) for h in teacher.hidden_states),
+                     tuple(torch.zeros_like(s) for s in teacher.attention_scores))
+    _, terms = distillation_loss(zeros, teacher, MASK, INTERMEDIATE, normalisation="relative")
+    assert terms == pytest.approx({"embedding": 1.0, "attention": 2.0, "hidden": 2.0}, rel=1e-6)  # 2 layers
+
+
+def test_relative_terms_do_not_depend_on_the_units_while_plain_ones_do():
+    student, teacher = _random_outputs(1), _random_outputs(2)
+    big_student, big_teacher = _random_outputs(1, scale=10.0), _random_outputs(2, scale=10.0)
+    _, plain = distillation_loss(student, teacher, MASK, INTERMEDIATE)
+    _, plain_big = distillation_loss(big_student, big_teacher, MASK, INTERMEDIATE)
+    _, rel = distillation_loss(student, teacher, MASK, INTERMEDIATE, normalisation="relative")
+    _, rel_big = distillation_loss(big_student, big_teacher, MASK, INTERMEDIATE, normalisation="relative")
+    assert rel_big == pytest.approx(rel, rel=1e-5)
+    assert plain_big == pytest.approx({k: 100 * v for k, v in plain.items()}, rel=1e-5)
+    # Each layer's relative error is its plain MSE over the teacher's mean square on the same entries.
+    t = teacher.hidden_states[0]
+    m = MASK.bool()
+    expected = ((student.hidden_states[0] - t)[m] ** 2).sum() / (t[m] ** 2).sum()
+    assert rel["embedding"] == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_relative_normalisation_ignores_padding_and_is_zero_for_the_teacher_itself():
+    teacher = _random_outputs(3)
+    _, terms = distillation_loss(teacher, teacher, MASK, INTERMEDIATE, normalisation="relative")
+    assert all(v == 0.0 for v in terms.values())
+    scores = teacher.attention_scores[0].clone()
+    scores[0, :, :, 3:] = torch.finfo(torch.float32).min  # padded keys carry the additive mask
+    zero = torch.zeros_like(scores)
+    value = attention_score_mse(zero, scores, MASK, normalise=True)
+    assert torch.isfinite(value) and float(value) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_unknown_normalisation_is_a_clear_error():
+    teacher = _random_outputs(4)
+    with pytest.raises(ValueError, match="loss normalisation 'batch'; known: \\['none', 'relative'\\]"):
+        distillation_loss(teacher, teacher, MASK, INTERMEDIATE, normalisation="batch")

@@ -95,7 +95,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
         with torch.inference_mode():  # the teacher is a fixed target: no autograd bookkeeping at all
             t_out = teacher(**{k: batch[k] for k in ENCODER_INPUTS})
         return distillation_loss(model(**batch), t_out, batch["attention_mask"], s["losses"],
-                                 projection=getattr(encoder, "fit_dense", None))
+                                 projection=getattr(encoder, "fit_dense", None),
+                                 normalisation=s["loss_normalisation"])
 
     plan = TrainSettings(epochs=s["epochs"], lr=s["lr"], steps_per_epoch=batching.num_batches(len(sequences), s["batch_size"]),
                          warmup_ratio=s["warmup_ratio"], weight_decay=s["weight_decay"], max_steps=s["max_steps"])

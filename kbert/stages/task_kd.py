@@ -105,7 +105,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
                 t_out = teacher(**model_inputs(batch))
             s_out = model(**batch)
             return distillation_loss(s_out, t_out, batch["attention_mask"], terms, spec.kind, s["temperature"],
-                                     projection=getattr(model.bert, "fit_dense", None))
+                                     projection=getattr(model.bert, "fit_dense", None),
+                                     normalisation=s["loss_normalisation"])
         return compute
 
     steps_per_epoch = batching.num_batches(len(features), s["batch_size"])
