@@ -158,6 +158,19 @@ def our_row_cells(rows: pd.DataFrame, teacher_rows: pd.DataFrame, columns: list[
 
 
 
+def majority_row_cells(rows: pd.DataFrame, columns: list[dict], layout: Layout, majority: dict,
+                       label: str) -> list[str]:
+    """The majority-class score of each task column, on the split and metric our rows show
+    there (``rows``: one model's, e.g. the teacher's), so every † has its number on the page."""
+    shown = []
+    for column in columns:
+        cell = our_cell(rows, column, layout.split) if "task" in column else None
+        value = majority.get((column["task"], cell.eval_split, cell.metric)) if cell else None
+        shown.append(fmt_number(100 * value if value is not None else None))
+    return [label, "ours"] + shown + [MISSING, MISSING, "most frequent training label; 0 for MCC and correlations"]
+
+
+
 def common_columns(groups, columns: list[dict], layout: Layout) -> list[str]:
     """Task columns where every row of ours has a number: what our averages may cover."""
     keys = [c["key"] for c in columns if "task" in c]
@@ -224,6 +237,9 @@ def score_table(published: dict, layout: Layout, summary: pd.DataFrame | None,
                                              layout, label, avg_keys, majority)
             main.append(cells)
             retention.append(ret_cells)
+        if majority:
+            for preset, rows in pd.concat([rows for _, rows, _ in ours]).groupby("preset", sort=True):
+                main.append(majority_row_cells(rows, columns, layout, majority, f"Majority class ({preset})"))
         labels = {c["key"]: c["label"] for c in columns}
         notes += our_notes(layout, pd.concat([rows for _, rows, _ in ours]) if ours else None,
                            [labels[k] for k in avg_keys], bool(majority))

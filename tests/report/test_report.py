@@ -328,3 +328,18 @@ def test_table_average_covers_only_shared_columns_and_marks_the_majority():
     assert kb8["SST-2"] == "40.0†"             # within 2 points of the majority (41)
     assert kb8["Ret. % = Avg / teacher Avg (cols)"] == "66.7 (1)"
     assert any("cover MRPC:" in note for note in table.notes)
+    # Every † has its number on the page: a majority-class row, on the split and metric shown.
+    majority_row = ours["Majority class (p)"]
+    assert majority_row["SST-2"] == "41.0"
+    assert majority_row["MRPC"] == "–"             # no majority.csv entry for MRPC here
+    assert majority_row["Avg"] == "–"
+
+
+def test_tables_without_majority_have_no_majority_row():
+    rows = [summary_row("teacher", "sst2", "sst2_acc", 0.80, family="teacher"),
+            summary_row("kroneckerbert_8", "sst2", "sst2_acc", 0.40)]
+    summary = pd.DataFrame(rows)
+    layout = next(l for l in LAYOUTS if l.name == "table4_7_glue_dev")
+    table = score_table(load_published(), layout, summary[summary["family"] != "teacher"],
+                        summary[summary["family"] == "teacher"], {})
+    assert not any(row[0].startswith("Majority class") for row in table.blocks[0][2])
