@@ -23,6 +23,11 @@ The equal-size baselines (issue "same-pipeline baselines") use the same code:
     low_rank = {"attention_rank": r, "ffn_rank": r, "embedding_rank": r}   # W = U V (kbert/layers/lowrank.py)
     teacher_hidden_size = 384   # a narrower dense student (TinyBERT-style): ``fit_dense`` maps its
                                 # hidden states to the teacher's width for the distillation losses
+
+``residual_permutation`` (``init: permuted``, kbert/permutation.py): the residual stream runs
+in a permuted order of the hidden coordinates that is closer to Kronecker form; the model
+reports ``hidden_states`` (and feeds its pooler) in the teacher's order, so it is a drop-in
+for the unpermuted network.
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class KBertConfig(PretrainedConfig):
         kronecker: dict | None = None,
         low_rank: dict | None = None,
         teacher_hidden_size: int | None = None,
+        residual_permutation: list[int] | None = None,
         **kwargs,
     ):
         super().__init__(pad_token_id=pad_token_id, **kwargs)
@@ -87,6 +93,9 @@ class KBertConfig(PretrainedConfig):
             raise ValueError("a model is Kronecker-factored or low-rank, not both")
         # Set only for students narrower than their teacher (then they carry ``fit_dense``).
         self.teacher_hidden_size = teacher_hidden_size if teacher_hidden_size != hidden_size else None
+        if residual_permutation is not None and sorted(residual_permutation) != list(range(hidden_size)):
+            raise ValueError(f"residual_permutation must be a permutation of range({hidden_size})")
+        self.residual_permutation = list(residual_permutation) if residual_permutation is not None else None
 
     @classmethod
     def from_bert_config(cls, bert_config, **overrides) -> "KBertConfig":
@@ -360,7 +369,25 @@ class KBertModel(KBertPreTrainedModel):
             # TinyBERT's learned projection (student width -> teacher width) for the embedding
             # and hidden-state losses; used only in distillation, not counted as a parameter.
             self.fit_dense = nn.Linear(config.hidden_size, config.teacher_hidden_size)
+        self.set_residual_permutation(config.residual_permutation)
         self.post_init()
+
+    def set_residual_permutation(self, permutation: list[int] | None) -> None:
+        """Run the residual stream in ``permutation``'s order (the weights must already be in
+        it: kbert.permutation.apply) and report hidden states in the original order."""
+        self.config.residual_permutation = list(permutation) if permutation is not None else None
+        # (hidden,) position of each original coordinate in the permuted order, made on first
+        # use on the input's device. Not a buffer: from_pretrained builds the model on the meta
+        # device and leaves non-persistent buffers without data; the config holds the order.
+        self._to_teacher_order = None
+
+    def in_teacher_order(self, h: torch.Tensor) -> torch.Tensor:
+        """(B, T, hidden) in the residual stream's order -> the teacher's (identity when unpermuted)."""
+        if self.config.residual_permutation is None:
+            return h
+        if self._to_teacher_order is None or self._to_teacher_order.device != h.device:
+            self._to_teacher_order = torch.argsort(torch.tensor(self.config.residual_permutation, device=h.device))
+        return h.index_select(-1, self._to_teacher_order)
 
     def forward(
         self,
@@ -378,14 +405,14 @@ class KBertModel(KBertPreTrainedModel):
         # computed in its dtype, where fp32's most negative value would round to -inf.
         dtype = autocast_dtype(h) or h.dtype
         additive = (1.0 - attention_mask[:, None, None, :].to(dtype)) * torch.finfo(dtype).min
-        hidden_states, scores = [h], []
+        hidden_states, scores = [self.in_teacher_order(h)], []
         for layer in self.encoder.layer:
             h, s = layer(h, additive)
-            hidden_states.append(h)
+            hidden_states.append(self.in_teacher_order(h))
             scores.append(s)
         return KBertModelOutput(
-            last_hidden_state=h,
-            pooler_output=self.pooler(h),
+            last_hidden_state=hidden_states[-1],
+            pooler_output=self.pooler(hidden_states[-1]),
             hidden_states=tuple(hidden_states),
             attention_scores=tuple(scores),
         )

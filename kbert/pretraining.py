@@ -106,6 +106,12 @@ def with_pretraining_heads(encoder: KBertModel, teacher_heads: dict[str, torch.T
             f"student {student!r} is {encoder.config.hidden_size} wide, its teacher {encoder.config.teacher_hidden_size}: "
             f"the {'/'.join(terms)} heads are copied from the teacher, so they need the teacher's width. TinyBERT's "
             f"general KD has no MLM/NSP terms either: set general_kd.per_student.{student}.losses.{{mlm,nsp}} to 0")
+    if "mlm" in terms and encoder.config.residual_permutation is not None:
+        # The decoder is tied to the word embedding, whose columns run in the permuted order
+        # while the hidden states it reads are reported in the teacher's.
+        raise ValueError(f"student {student!r} has init: permuted, whose word embedding is reordered: the MLM "
+                         f"decoder tied to it does not apply. Set general_kd.per_student.{student}.losses.mlm to 0 "
+                         "or use init: svd")
     heads = PretrainingHeads(encoder.config, terms)
     heads.load_state_dict(teacher_heads)  # strict: every head weight the terms need comes from the teacher
     return PretrainingStudent(encoder, heads)

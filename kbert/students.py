@@ -16,20 +16,24 @@ Three student families, built by the same ``compress`` step:
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 
 import numpy as np
 import torch
 
+from kbert import permutation
 from kbert.calibration import calibration_stats, data_aware_init
 from kbert.layers.flops import dense_flops, kron_flops, low_rank_flops
 from kbert.layers.kronecker import KroneckerEmbedding, KroneckerLinear, rearrange
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear
 from kbert.modeling import KBertConfig, KBertModel
 
+log = logging.getLogger(__name__)
+
 FAMILIES = ("kronecker", "lowrank", "dense")
 FACTORISED = (KroneckerLinear, KroneckerEmbedding, LowRankLinear, LowRankEmbedding)
-INITS = ("svd", "data_aware")  # svd: the paper's; data_aware: kbert/calibration.py
+INITS = ("svd", "data_aware", "permuted")  # svd: the paper's; data_aware: kbert/calibration.py; permuted: kbert/permutation.py
 MATCH_TOLERANCE = 0.05  # equal-size baselines: parameter count within 5% of the matched student
 
 # Table 1 of the paper, as A shapes (rows = output side). Valid for BERT-base (768 / 3072).
@@ -392,12 +396,19 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
     init, family = spec.get("init", "svd"), spec.get("family", "kronecker")
     if init not in INITS:
         raise ValueError(f"unknown init {init!r}; use one of {list(INITS)}")
-    if init == "data_aware" and family != "kronecker":
-        raise ValueError(f"init: data_aware is for kronecker students, not {family}")
+    if init != "svd" and family != "kronecker":
+        raise ValueError(f"init: {init} is for kronecker students, not {family}")
     if init == "data_aware" and calibration is None:
         raise ValueError("init: data_aware needs calibration token ids (fit, held-out)")
     encoder = teacher.bert if hasattr(teacher, "bert") else teacher
     config = student_config(teacher.config, spec, encoder, match_spec)
+    permutation_report = {}
+    if init == "permuted":
+        # The same function in an order closer to Kronecker form; the student inherits that
+        # order (config.residual_permutation) and reports its states in the teacher's.
+        perms, permutation_report = permutation.search(encoder, config.kronecker, log=log.info)
+        teacher = permutation.apply(teacher, perms)
+        config.residual_permutation = perms.residual.tolist()
     student = type(teacher)(config)
     dense = dict(teacher.named_modules())
     factorised = {name: m for name, m in student.named_modules() if isinstance(m, FACTORISED)}
@@ -432,5 +443,6 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
         "relative_error_mean": float(np.mean(list(errors.values()))) if errors else None,
         "relative_error": errors,
         **(_init_report(records) if records else {}),
+        **({"permutation": permutation_report} if permutation_report else {}),
     }
     return student.eval(), report
