@@ -104,12 +104,20 @@ def cmd_task_kd(args, config) -> None:
                 args.augmented)
 
 
+def cmd_evaluate_ood(args, config) -> None:
+    from kbert.stages import evaluate_ood
+
+    evaluate_ood.run(config, args.run, args.out)
+
+
 def cmd_aggregate(args, config) -> None:
-    from kbert.config import unavailable_tasks
+    from kbert.config import ood_splits, unavailable_tasks
     from kbert.report.aggregate import aggregate
     from kbert.retention import majority_frame
 
-    aggregate(args.runs, args.out, unavailable=unavailable_tasks(config), majority=majority_frame(config))
+    _, unavailable_ood = ood_splits(config)
+    aggregate(args.runs, args.out, unavailable=unavailable_tasks(config) + unavailable_ood,
+              majority=majority_frame(config))
 
 
 def cmd_report(args, config) -> None:
@@ -203,6 +211,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--augmented", default=None, help="augmentation parquet (variant full_aug only)")
+
+    p = stage("evaluate-ood", cmd_evaluate_ood, "evaluate one task run on its task's out-of-distribution sets")
+    p.add_argument("--run", required=True, help="output dir of finetune-teacher or task-kd")
+    p.add_argument("--out", required=True)
 
     p = stage("aggregate", cmd_aggregate, "collect metrics.json files into results/*.csv")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files or run directories")

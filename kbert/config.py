@@ -37,7 +37,7 @@ from kbert.artifacts import atomic_path, config_hash
 SCHEMA_PATH = REPO_ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 #: Stages that ``settings`` knows, as dotted paths into the config.
-STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data")
+STAGES = ("teacher.finetune", "general_kd", "task_kd", "augment", "data", "ood")
 #: What a stage's ``CONFIG_SECTIONS`` may name besides ``STAGES`` (see ``stage_settings``).
 JOB_SECTIONS = ("student", "matched_student", "calibration", "corpus_source")
 #: Explicit Kronecker shape keys of a student spec.
@@ -291,11 +291,25 @@ def _semantic_errors(config: dict) -> list[str]:
                 errors.append(f"{where}.per_student: unknown student {student!r}; students: {sorted(students)}")
             check_task_keys(override.get("per_task", {}), f"{where}.per_student.{student}.per_task")
 
+    errors += _ood_errors(config)
     errors += _offline_errors(config)
     random = config["teacher"]["random"]
     if config["teacher"]["source"] == "random" and random["hidden_size"] % random["num_attention_heads"]:
         errors.append(f"config.teacher.random: hidden_size {random['hidden_size']} is not a multiple of "
                       f"num_attention_heads {random['num_attention_heads']}")
+    return errors
+
+
+def _ood_errors(config: dict) -> list[str]:
+    """``ood.splits`` names OOD sets of the task registry only."""
+    from kbert.tasks import OOD_SPLITS
+
+    errors = []
+    for i, name in enumerate(config["ood"]["splits"]):
+        if name not in OOD_SPLITS:
+            hint = difflib.get_close_matches(name, list(OOD_SPLITS), n=1)
+            errors.append(f"config.ood.splits[{i}]: unknown OOD set {name!r}"
+                          + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; OOD sets: {list(OOD_SPLITS)}")
     return errors
 
 
@@ -413,6 +427,27 @@ def task_status(config: dict, task: str) -> str:
 def unavailable_tasks(config: dict) -> list[str]:
     """Configured tasks with no training data for this data source (reported, never run)."""
     return [t for t in config["tasks"] if task_status(config, t) == "unavailable"]
+
+
+def ood_splits(config: dict) -> tuple[dict[str, list[str]], list[dict]]:
+    """The OOD sets of ``ood.splits`` by availability: ``{task: [set, ...]}`` of those that
+    are evaluated (their source task runs, on hub data), and ``{task, eval_split, reason}``
+    for each other one, which ``aggregate`` lists as unavailable (never dropped silently)."""
+    from kbert.tasks import OOD_SPLITS
+
+    evaluated, unavailable = {}, []
+    run = set(config["tasks"]) - set(unavailable_tasks(config))
+    for name in config["ood"]["splits"]:
+        task, ood = OOD_SPLITS[name]
+        if task not in run:
+            reason = f"{task} is not run in this preset"
+        elif config["data"]["source"] != "hub":
+            reason = f"no offline copy of {ood.label}"
+        else:
+            evaluated.setdefault(task, []).append(name)
+            continue
+        unavailable.append({"task": task, "eval_split": name, "reason": reason})
+    return evaluated, unavailable
 
 
 def dose_variant(epochs: int) -> str:

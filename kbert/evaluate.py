@@ -1,8 +1,9 @@
 """Evaluation of a task model on every eval split of its task.
 
 One result per eval split (MNLI has two), in the ``metrics.json`` format of
-docs/architecture.md: ``{eval_split, data_status, n_examples, metrics, score}``. And the
-predictions on a GLUE task's test splits, as the test server's files (never scored).
+docs/architecture.md: ``{eval_split, data_status, n_examples, metrics, score}``; the same
+for its out-of-distribution sets (Table 9). And the predictions on a GLUE task's test
+splits, as the test server's files (never scored).
 """
 
 from __future__ import annotations
@@ -22,12 +23,20 @@ from kbert.submission import server_file
 from kbert.tasks import DOC_STRIDE, get_task
 
 
+def capped_status(status: str, rows: int, cap: int | None) -> str:
+    """``status``, downgraded from ``full`` to ``subset`` when a cap cut the split."""
+    return "subset" if status == "full" and cap is not None and rows >= cap else status
+
+
 def split_status(task: str, split: str, rows: int, data_cfg: dict, cap: int | None) -> str:
-    """``full``/``derived``/``subset``, downgraded to ``subset`` when a cap cut the split."""
-    status = splits.split_status(task, split, data_cfg["source"])
-    if status == "full" and cap is not None and rows >= cap:
-        return "subset"
-    return status
+    """``full``/``derived``/``subset`` of one eval split as evaluated."""
+    return capped_status(splits.split_status(task, split, data_cfg["source"]), rows, cap)
+
+
+def result(task: str, eval_split: str, data_status: str, n_examples: int, metrics: dict) -> dict:
+    """One entry of a metrics.json ``results`` list; ``score`` is the task's key score."""
+    return {"eval_split": eval_split, "data_status": data_status, "n_examples": n_examples,
+            "metrics": metrics, "score": key_score(task, metrics)}
 
 
 def model_inputs(batch: dict) -> dict:
@@ -88,13 +97,25 @@ def evaluate(model, task: str, tokenizer, data_cfg: dict, max_seq_length: int, d
             predictions, labels = _predict_glue(model, encode(rows, task, tokenizer, max_seq_length), batch_size,
                                                 runtime)
             metrics = compute_metrics(task, predictions, labels)
-        results.append({
-            "eval_split": split,
-            "data_status": split_status(task, split, len(rows), data_cfg, data_cfg["max_eval_examples"]),
-            "n_examples": len(rows),
-            "metrics": metrics,
-            "score": key_score(task, metrics),
-        })
+        status = split_status(task, split, len(rows), data_cfg, data_cfg["max_eval_examples"])
+        results.append(result(task, split, status, len(rows), metrics))
+    return results
+
+
+def evaluate_ood(model, task: str, oods, tokenizer, settings: dict, runtime: Runtime | None = None) -> list[dict]:
+    """Metrics of ``task``'s model on each of ``oods`` (``kbert.tasks.OodSplit``), one result
+    per set named by it, in ``evaluate``'s format. ``settings``: the config's ``ood`` section
+    (``max_eval_examples``, ``max_seq_length``, ``batch_size``); long texts (IMDb reviews) are
+    truncated to ``max_seq_length``, as every task's are."""
+    runtime = runtime or Runtime(model_device(model))
+    model.eval()
+    results = []
+    for ood in oods:
+        rows = splits.load_ood_split(task, ood, max_examples=settings["max_eval_examples"])
+        predictions, labels = _predict_glue(model, encode(rows, task, tokenizer, settings["max_seq_length"]),
+                                            settings["batch_size"], runtime)
+        status = capped_status("full", len(rows), settings["max_eval_examples"])
+        results.append(result(task, ood.name, status, len(rows), compute_metrics(task, predictions, labels)))
     return results
 
 

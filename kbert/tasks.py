@@ -16,6 +16,9 @@ therefore carries a status:
   the official dev numbers;
 - ``unavailable``: no offline data at all (QQP). The task stays in the registry so
   that it is reported as missing, never silently dropped.
+
+A task may also name out-of-distribution sets (``OodSplit``, the paper's Table 9): another
+dataset its model is evaluated on, read from the hub only.
 """
 
 from __future__ import annotations
@@ -105,6 +108,28 @@ class TestSplit:
 
 
 @dataclass(frozen=True)
+class OodSplit:
+    """An out-of-distribution set (Table 9): a hub dataset that the source task's model is
+    evaluated on as one more eval split, named ``name`` in its results. No offline copy
+    exists (data/PROVENANCE.md), so it is read from the hub (or a ``KBERT_HUB_DIR`` mirror).
+
+    ``text_columns`` are the hub's columns in the order of the source task's text columns;
+    ``labels`` maps each hub label name, in hub id order, to the source task's label that
+    means the same (HANS "non-entailment" is RTE's "not_entailment").
+    """
+
+    name: str                       # "paws": the eval_split of its results
+    label: str                      # "PAWS", as the paper prints it
+    hub_path: str                   # "google-research-datasets/paws"
+    hub_name: str                   # config: "labeled_final"
+    hub_split: str                  # "validation"
+    size: int                       # official row count
+    text_columns: tuple[str, ...]
+    labels: dict[str, str]
+    note: str = ""                  # why this split (IMDb has no dev split)
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str                       # "mrpc", "mnli", "squad_v1", ...
     label: str                      # as the papers print it: "SST-2", "SQuAD v1.1"
@@ -121,6 +146,7 @@ class TaskSpec:
     main_label: str = ""                    # label of the first eval split (MNLI-m); default: label
     label_column: str = field(default="label")
     test_splits: tuple[TestSplit, ...] = ()  # GLUE: what the test server scores
+    ood_splits: tuple[OodSplit, ...] = ()    # Table 9: out-of-distribution sets of this task's model
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -132,6 +158,19 @@ class TaskSpec:
                              f"train + {list(self.eval_splits)}")
         if set(self.hub.splits) != {"train", *self.eval_splits}:
             raise ValueError(f"{self.name}: hub splits must be train + {list(self.eval_splits)}")
+        for ood in self.ood_splits:
+            self._check_ood(ood)
+
+    def _check_ood(self, ood: OodSplit) -> None:
+        if ood.name in self.splits:
+            raise ValueError(f"{self.name}: OOD split {ood.name!r} has the name of one of its own splits")
+        if len(ood.text_columns) != len(self.text_columns):
+            raise ValueError(f"{self.name}: OOD split {ood.name!r} has {len(ood.text_columns)} text columns, "
+                             f"the task {len(self.text_columns)}")
+        unknown = sorted(set(ood.labels.values()) - set(self.label_names))
+        if unknown:
+            raise ValueError(f"{self.name}: OOD split {ood.name!r} maps onto unknown labels {unknown}; "
+                             f"labels: {list(self.label_names)}")
 
     @property
     def num_labels(self) -> int:
@@ -174,14 +213,14 @@ def _test(server_name, config, size, split="test", offline=_NO_TEST, server_form
 
 
 def _glue(name, label, text_columns, label_names, metrics, key_metrics, hub_sizes, offline,
-          eval_splits=("validation",), main_label="", test_splits=()) -> TaskSpec:
+          eval_splits=("validation",), main_label="", test_splits=(), ood_splits=()) -> TaskSpec:
     kind = "regression" if not label_names else "classification"
     return TaskSpec(
         name=name, label=label, main_label=main_label, kind=kind, text_columns=text_columns, label_names=label_names,
         metrics=tuple(f"{name}_{m}" for m in metrics),
         key_metrics=tuple(f"{name}_{m}" for m in key_metrics),
         max_seq_length=128, eval_splits=eval_splits,
-        hub=_glue_hub(name, hub_sizes), offline=offline, test_splits=test_splits,
+        hub=_glue_hub(name, hub_sizes), offline=offline, test_splits=test_splits, ood_splits=ood_splits,
     )
 
 
@@ -197,12 +236,18 @@ GLUE = [
           {"train": OfflineSplit(("glue/SST-2/alps_train_part.tsv", "glue/SST-2/alps_dev_part.tsv"),
                                  "full", note="ALPS train_part + dev_part = official train"),
            "validation": _parquet("SST-2", "validation")},
-          test_splits=(_test("SST-2", "sst2", 1821),)),
+          test_splits=(_test("SST-2", "sst2", 1821),),
+          ood_splits=(OodSplit("imdb", "IMDb", "stanfordnlp/imdb", "plain_text", "test", 25000, ("text",),
+                               {"neg": "negative", "pos": "positive"},
+                               note="IMDb has no dev split: its test split (docs/deviations.md)"),)),
     _glue("mrpc", "MRPC", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"),
           ["f1", "acc"], ["f1", "acc"], {"train": 3668, "validation": 408},
           {"train": _parquet("MRPC", "train"), "validation": _parquet("MRPC", "validation")},
           # The one GLUE test split bundled in full (the hub's copy even carries labels).
-          test_splits=(_test("MRPC", "mrpc", 1725, offline=_parquet("MRPC", "test")),)),
+          test_splits=(_test("MRPC", "mrpc", 1725, offline=_parquet("MRPC", "test")),),
+          # PAWS label 1 = paraphrase, as MRPC's 1 = equivalent.
+          ood_splits=(OodSplit("paws", "PAWS", "google-research-datasets/paws", "labeled_final", "validation", 8000,
+                               ("sentence1", "sentence2"), {"0": "not_equivalent", "1": "equivalent"}),)),
     _glue("stsb", "STS-B", ("sentence1", "sentence2"), (), ["pearson", "spearman"],
           ["pearson", "spearman"], {"train": 5749, "validation": 1500},
           {"train": _parquet("STS-B", "train"), "validation": _parquet("STS-B", "validation")},
@@ -246,7 +291,10 @@ GLUE = [
     _glue("rte", "RTE", ("sentence1", "sentence2"), ("entailment", "not_entailment"), ["acc"], ["acc"],
           {"train": 2490, "validation": 277},
           {"train": _parquet("RTE", "train"), "validation": _parquet("RTE", "validation")},
-          test_splits=(_test("RTE", "rte", 3000, server_format="name"),)),
+          test_splits=(_test("RTE", "rte", 3000, server_format="name"),),
+          ood_splits=(OodSplit("hans", "HANS", "jhu-cogsci/hans", "plain_text", "validation", 30000,
+                               ("premise", "hypothesis"),
+                               {"entailment": "entailment", "non-entailment": "not_entailment"}),)),
     _glue("wnli", "WNLI", ("sentence1", "sentence2"), ("not_entailment", "entailment"), ["acc"], ["acc"],
           {"train": 635, "validation": 71},
           {"train": _parquet("WNLI", "train"), "validation": _parquet("WNLI", "validation")},
@@ -296,6 +344,11 @@ SQUAD = [
 TASKS: dict[str, TaskSpec] = {spec.name: spec for spec in GLUE + SQUAD}
 GLUE_TASKS = tuple(spec.name for spec in GLUE)
 SQUAD_TASKS = tuple(spec.name for spec in SQUAD)
+
+
+#: Every OOD set by name, with the task whose model it evaluates.
+OOD_SPLITS: dict[str, tuple[str, OodSplit]] = {ood.name: (spec.name, ood) for spec in TASKS.values()
+                                               for ood in spec.ood_splits}
 
 
 def get_task(name: str | TaskSpec) -> TaskSpec:

@@ -153,3 +153,51 @@ def toy_problem(seed=0, width=8):
 
 
 TOY_SETTINGS = dict(epochs=3, lr=1e-2, steps_per_epoch=4, checkpoint_every=3)
+
+
+# --------------------------------------------------------------------------------------
+# Out-of-distribution sets (Table 9) in a local hub mirror
+# --------------------------------------------------------------------------------------
+
+#: Made-up rows of each OOD set in its hub layout: the columns and label names (in hub id
+#: order) that the hub's dataset cards declare, written here independently of kbert.tasks.
+OOD_HUB_ROWS = {
+    "paws": ({"id": [1, 2, 3, 4],
+              "sentence1": ["The cat sat on the mat .", "He left in 1990 for Paris .",
+                            "She sings and he plays .", "Rivers flow to the sea ."],
+              "sentence2": ["On the mat sat the cat .", "He left Paris in 1990 .",
+                            "He sings and she plays .", "The sea flows to rivers ."],
+              "label": [1, 0, 0, 0]}, ["0", "1"]),
+    "imdb": ({"text": ["A wonderful film , moving and funny . " * 40, "Dull and far too long .",
+                       "I loved every minute .", "The worst acting I have seen ."],
+              "label": [1, 0, 1, 0]}, ["neg", "pos"]),
+    "hans": ({"premise": ["The doctor saw the lawyer .", "The judge paid the actor .",
+                          "The artist near the senator slept .", "The banker called the tourist ."],
+              "hypothesis": ["The lawyer saw the doctor .", "The judge paid the actor .",
+                             "The senator slept .", "The tourist called the banker ."],
+              "label": [1, 0, 1, 1],
+              "heuristic": ["lexical_overlap", "lexical_overlap", "subsequence", "lexical_overlap"]},
+             ["entailment", "non-entailment"]),
+}
+
+
+def write_ood_mirror(root: Path, label_names: dict[str, list[str]] | None = None) -> Path:
+    """A local hub mirror (``KBERT_HUB_DIR``) holding each OOD set's split as the hub lays it
+    out (README configs, parquet with a ClassLabel); ``label_names`` replaces a set's."""
+    from datasets import ClassLabel, Dataset, Features, Value
+
+    from kbert.tasks import OOD_SPLITS
+
+    for name, (_, ood) in OOD_SPLITS.items():
+        rows, names = OOD_HUB_ROWS[name]
+        names = (label_names or {}).get(name, names)
+        features = Features({c: ClassLabel(names=names) if c == "label" else Value("int32" if c == "id" else "string")
+                             for c in rows})
+        repo = root / ood.hub_path
+        (repo / ood.hub_name).mkdir(parents=True, exist_ok=True)
+        (repo / "README.md").write_text(
+            f"---\nconfigs:\n- config_name: {ood.hub_name}\n  data_files:\n  - split: {ood.hub_split}\n"
+            f"    path: {ood.hub_name}/{ood.hub_split}-*\n---\n")
+        Dataset.from_dict(rows, features=features).to_parquet(
+            str(repo / ood.hub_name / f"{ood.hub_split}-00000-of-00001.parquet"))
+    return root

@@ -14,6 +14,7 @@ from kbert.artifacts import config_hash
 from kbert.config import (
     ConfigError,
     load_config,
+    ood_splits,
     resources,
     settings,
     stage_settings,
@@ -211,6 +212,10 @@ BAD = [
      ["config.teacher.finetune.per_task: unknown task 'imdb'"]),
     ("resources.per_rule", {"train": {"gpu": 1}}, ["config.resources.per_rule", "'train'"]),
     ("teacher.random", {"hidden_size": 30, "num_attention_heads": 4}, []),  # fine unless source: random
+    ("ood.splits", ["paws", "pawz", "mnli"],
+     ["config.ood.splits[1]: unknown OOD set 'pawz' (did you mean 'paws'?); OOD sets: ['imdb', 'paws', 'hans']",
+      "config.ood.splits[2]: unknown OOD set 'mnli'"]),
+    ("ood.max_seq_length", 4096, ["config.ood.max_seq_length"]),
 ]
 
 
@@ -371,6 +376,25 @@ def test_unavailable_tasks_by_config():
     assert unavailable_tasks(config) == ["rte", "qqp"]
     config["data"]["source"] = "hub"
     assert unavailable_tasks(config) == ["rte"]
+
+
+def test_ood_sets_by_preset(paper, default):
+    """Table 9's sets are evaluated on hub data only; otherwise each is listed unavailable
+    with its reason (never dropped): no offline copy, or its source task not run."""
+    assert ood_splits(paper) == ({"sst2": ["imdb"], "mrpc": ["paws"], "rte": ["hans"]}, [])
+    evaluated, unavailable = ood_splits(default)
+    assert evaluated == {} and unavailable == [
+        {"task": "mrpc", "eval_split": "paws", "reason": "no offline copy of PAWS"},
+        {"task": "sst2", "eval_split": "imdb", "reason": "no offline copy of IMDb"},
+        {"task": "rte", "eval_split": "hans", "reason": "no offline copy of HANS"}]
+    hub = copy.deepcopy(paper)
+    hub["tasks"] = ["mrpc", "sst2"]
+    hub["data"]["unavailable"] = ["sst2"]
+    assert ood_splits(hub) == ({"mrpc": ["paws"]}, [
+        {"task": "sst2", "eval_split": "imdb", "reason": "sst2 is not run in this preset"},
+        {"task": "rte", "eval_split": "hans", "reason": "rte is not run in this preset"}])
+    hub["ood"]["splits"] = []
+    assert ood_splits(hub) == ({}, [])
 
 
 # ---------------------------------------------------------------- hash and resolved file

@@ -46,8 +46,9 @@ EXPECTED = {
     "config/paper.yaml": {
         # 10 tasks, 2 students, 3 seeds; ablations on 3 tasks for KroneckerBERT_8 only:
         # 10 x 2 x 3 + 2 x 3 x 1 x 3 = 78 task-KD runs, no augmentation.
+        # Table 9: MRPC, SST-2 and RTE's teacher and full runs on PAWS, IMDb, HANS: 3 x (1 + 2 x 3) = 21.
         "finetune_teacher": 10, "compress": 2, "general_kd": 2, "task_kd": 78, "glue_submission": 3,
-        "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
+        "evaluate_ood": 21, "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
     },
     "config/quick.yaml": {
         # 2 tasks x 2 students, the full variant only; MRPC's test split: 3 server-file sets.
@@ -94,7 +95,7 @@ def test_every_stage_goes_through_the_cli(dry_runs, preset):
         "finetune-teacher": expected["finetune_teacher"], "compress": expected["compress"],
         "general-kd": expected["general_kd"], "augment": expected.get("augment", 0),
         "task-kd": expected["task_kd"], "glue-submission": expected.get("glue_submission", 0),
-        "aggregate": 1, "report": 1,
+        "evaluate-ood": expected.get("evaluate_ood", 0), "aggregate": 1, "report": 1,
         "bench models": 1, "bench layers": 1}.items() if v}
 
 
@@ -115,6 +116,25 @@ def test_default_dag_variants_and_unavailable_tasks(dry_runs):
         assert ("--augmented " in command) == ("--variant full_aug" in command)
     no_gkd = next(c for c in commands if "--variant no_general_kd" in c)
     assert re.search(r"--init work/default/students/\w+/init ", no_gkd)
+
+
+def test_paper_dag_lists_the_ood_jobs_and_aggregates_them(dry_runs):
+    """Table 9: each of MRPC, SST-2 and RTE's teacher and `full` task-KD runs (both students,
+    every seed) is evaluated on its task's OOD set, and aggregate reads every evaluation."""
+    _, proc = dry_runs["config/paper.yaml"]
+    commands = shell_commands(proc.out)
+    runs = {re.search(r"--run work/paper/(\S+) ", c).group(1): re.search(r"--out (\S+) ", c).group(1)
+            for c in commands if " evaluate-ood " in c}
+    expected = {f"teacher/{task}" for task in ("mrpc", "sst2", "rte")} | {
+        f"task_kd/{student}/full/{task}/seed{seed}" for student in ("kroneckerbert_8", "kroneckerbert_21")
+        for task in ("mrpc", "sst2", "rte") for seed in (0, 1, 2)}
+    assert set(runs) == expected
+    assert all(out == f"work/paper/ood/{run}" for run, out in runs.items())
+    aggregate = next(c for c in commands if " aggregate " in c)
+    assert sum(f"work/paper/ood/{run}/metrics.json" in aggregate for run in expected) == 21
+    # Offline presets run no OOD job: aggregate lists the sets as unavailable.
+    for preset in ("config/config.yaml", "config/quick.yaml", "config/smoke.yaml"):
+        assert not [c for c in shell_commands(dry_runs[preset][1].out) if " evaluate-ood " in c], preset
 
 
 @pytest.mark.parametrize("preset", sorted(EXPECTED))

@@ -12,7 +12,7 @@ from datasets import ClassLabel, Dataset, Features, List, Value
 
 from kbert.data.files import DataError, check_rows, data_root, file_digest, read_file
 from kbert.data.hub import load_hub
-from kbert.tasks import TASKS, OfflineSplit, TaskSpec, get_task
+from kbert.tasks import TASKS, OfflineSplit, OodSplit, TaskSpec, get_task
 
 SOURCES = ("bundled", "hub")
 
@@ -141,6 +141,28 @@ def load_test_split(task, test, *, source: str = "bundled", data_dir=None, hub_d
     return Dataset.from_pandas(frame[columns], preserve_index=False)
 
 
+def load_ood_split(task, ood: OodSplit, *, max_examples: int | None = None, seed: int = 0,
+                   hub_dir=None) -> Dataset:
+    """The rows of an out-of-distribution set (``kbert.tasks.OodSplit``) in the source
+    task's schema: its text columns renamed to the task's, its labels mapped onto the
+    task's label ids. Capped as ``load_split`` caps."""
+    spec = get_task(task)
+    dataset = load_hub(ood.hub_path, ood.hub_name, ood.hub_split, hub_dir)
+    where = f"{ood.hub_path}/{ood.hub_name} {ood.hub_split}"
+    missing = [c for c in (*ood.text_columns, "label") if c not in dataset.column_names]
+    if missing:
+        raise DataError(f"{where}: columns {missing} missing; found {dataset.column_names}")
+    hub_labels = getattr(dataset.features["label"], "names", list(ood.labels))
+    if list(hub_labels) != list(ood.labels):
+        raise DataError(f"{where}: labels {hub_labels}, the registry expects {list(ood.labels)} (kbert/tasks.py)")
+    to_ours = [spec.label_names.index(ood.labels[name]) for name in hub_labels]   # hub id -> our id
+    dataset = subsample(dataset, max_examples, seed)
+    rows = {ours: dataset[hub] for ours, hub in zip(spec.text_columns, ood.text_columns)}
+    rows[spec.label_column] = [to_ours[label] for label in dataset["label"]]
+    features = Features({k: v for k, v in features_for(spec).items() if k != "idx"})
+    return Dataset.from_dict(rows, features=features)
+
+
 def split_status(task, split: str, source: str = "bundled") -> str:
     """``full`` | ``subset`` | ``derived`` | ``unavailable`` for one split (hub: full)."""
     spec = get_task(task)
@@ -160,14 +182,24 @@ def data_checksum(task, source: str = "bundled", data_dir=None) -> str:
     spec = get_task(task)
     check_source(source)
     if source == "hub":
-        ident = json.dumps({"path": spec.hub.path, "name": spec.hub.name, "splits": spec.hub.splits},
-                           sort_keys=True)
-        return hashlib.sha256(ident.encode()).hexdigest()
+        return hub_checksum({"path": spec.hub.path, "name": spec.hub.name, "splits": spec.hub.splits})
     if not spec.available_offline:
         raise DataError(f"{spec.name} is unavailable offline; it has no bundled data to hash")
     files = sorted({f for s in spec.offline.values() for f in s.files})
     listing = "".join(f"{file_digest(f, data_dir)}  {f}\n" for f in files)
     return hashlib.sha256(listing.encode()).hexdigest()
+
+
+
+def hub_checksum(ident: dict) -> str:
+    """sha256 of a hub dataset's identity (path, config, splits): the hub form of a data checksum."""
+    return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
+
+
+
+def ood_checksum(ood: OodSplit) -> str:
+    """The data checksum of an OOD set: its hub identity (it has no offline copy)."""
+    return hub_checksum({"path": ood.hub_path, "name": ood.hub_name, "splits": {ood.name: ood.hub_split}})
 
 
 

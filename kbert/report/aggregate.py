@@ -1,8 +1,9 @@
 """Stage outputs into frames: every ``metrics.json`` flattened into ``results/*.csv``.
 
 :func:`aggregate` writes ``glue.csv``, ``squad.csv``, ``teacher.csv``, ``ablation.csv``,
-their ``*_summary.csv`` (mean, sd, median, n over seeds), ``majority.csv`` (constant-prediction
-scores, when given) and ``retention.csv`` (:mod:`kbert.report.retention_csv`).
+``ood.csv`` (the out-of-distribution sets of Table 9), their ``*_summary.csv`` (mean, sd,
+median, n over seeds), ``majority.csv`` (constant-prediction scores, when given) and
+``retention.csv`` (:mod:`kbert.report.retention_csv`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from kbert.report.columns import (ABLATION_VARIANTS, LEADING_COLUMNS, MAIN_VARIA
                                   TRAILING_COLUMNS, UNAVAILABLE, UNAVAILABLE_REASON, metric_columns,
                                   read_results)
 from kbert.report.retention_csv import retention_frame
-from kbert.tasks import SQUAD_TASKS
+from kbert.tasks import OOD_SPLITS, SQUAD_TASKS
 
 log = logging.getLogger(__name__)
 
@@ -60,22 +61,25 @@ def read_runs(runs) -> list[dict]:
 
 
 def unavailable_rows(unavailable, rows: list[dict]) -> list[dict]:
-    """Rows with empty metrics for tasks that have no data, one per model and main variant.
+    """Rows with empty metrics for tasks (or one eval split of a task: an OOD set) that have
+    no data, one per model and main variant.
 
-    ``unavailable`` holds task names or ``{"task": ..., "reason": ...}`` dicts.
+    ``unavailable`` holds task names or ``{"task", ["eval_split"], ["reason"]}`` dicts.
     """
     combo_keys = ["preset", "model", "family", "variant", "augment", "teacher"]
     combos = {tuple(r.get(k) for k in combo_keys) for r in rows
               if r.get("variant") in MAIN_VARIANTS or r.get("family") == TEACHER_FAMILY
               or r.get("variant") is None}
-    present = {(tuple(r.get(k) for k in combo_keys), r.get("task")) for r in rows}
+    # An entry without eval_split is present when any split of its task is.
+    present = {(tuple(r.get(k) for k in combo_keys), r.get("task"), split) for r in rows
+               for split in (None, r.get("eval_split"))}
     out = []
     for entry in unavailable:
         entry = {"task": entry} if isinstance(entry, str) else dict(entry)
-        reason = entry.get("reason", UNAVAILABLE_REASON)
+        reason, split = entry.get("reason", UNAVAILABLE_REASON), entry.get("eval_split")
         for combo in sorted(combos or {(None,) * len(combo_keys)}, key=str):
-            if (combo, entry["task"]) not in present:
-                out.append(dict(zip(combo_keys, combo), task=entry["task"],
+            if (combo, entry["task"], split) not in present:
+                out.append(dict(zip(combo_keys, combo), task=entry["task"], eval_split=split,
                                 data_status=UNAVAILABLE, notes=reason))
     return out
 
@@ -141,7 +145,16 @@ def prune_metrics(part: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_results(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
-    """The four result files as filtered views of all rows."""
+    """The five result files as filtered views of all rows: OOD sets (Table 9) only in
+    ``ood``, so that no in-distribution table or retention mixes them in."""
+    is_ood = frame["eval_split"].isin(OOD_SPLITS)
+    in_distribution = split_in_distribution(frame[~is_ood])
+    return {**in_distribution, "ood": frame[is_ood]}
+
+
+
+def split_in_distribution(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """glue, squad, teacher and ablation: rows of the tasks' own eval splits."""
     is_squad = frame["task"].isin(SQUAD_TASKS)
     is_ablated = frame["variant"].isin(ABLATION_VARIANTS)
     keys = pd.MultiIndex.from_frame(frame[["preset", "model", "task"]])
@@ -157,8 +170,8 @@ def aggregate(runs, out_dir: str | Path, unavailable=(),
     """Flatten every ``metrics.json`` under ``runs`` into ``out_dir/*.csv``.
 
     ``runs``: run directories and/or ``metrics.json`` paths. ``unavailable``: task names (or
-    ``{"task", "reason"}`` dicts) that have no data; they get rows with empty metrics and
-    ``data_status = unavailable``. ``majority``: the ``majority.csv`` frame
+    ``{"task", ["eval_split"], ["reason"]}`` dicts) that have no data; they get rows with
+    empty metrics and ``data_status = unavailable``. ``majority``: the ``majority.csv`` frame
     (:func:`kbert.retention.majority_frame`); without it there is no margin retention.
     Returns the written frames by file stem.
     """

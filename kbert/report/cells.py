@@ -10,6 +10,7 @@ import pandas as pd
 
 from kbert import retention as ret
 from kbert.report.columns import UNAVAILABLE, UNAVAILABLE_REASON
+from kbert.tasks import OOD_SPLITS
 
 MISSING = "–"
 
@@ -73,8 +74,11 @@ def split_kind(eval_split: str) -> str:
 
 
 def split_tag(eval_split: str) -> str:
-    """MNLI's matched / mismatched half of an eval split name; '' for other tasks."""
+    """What a paper column's ``split_tag`` matches: an out-of-distribution set's name, MNLI's
+    matched / mismatched half of an eval split name, else ''."""
     name = str(eval_split)
+    if name in OOD_SPLITS:
+        return name
     return "mismatched" if "mismatched" in name else "matched" if "matched" in name else ""
 
 

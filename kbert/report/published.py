@@ -55,3 +55,5 @@ PAPER_GLUE_COLUMNS = [k for k in GLUE_TEST if k not in ("params", "avg")]
 SQUAD = ["squad_v1_em", "squad_v1_f1", "squad_v2_em", "squad_v2_f1"]
 
 ABLATION = ["mnli_m", "sst2", "mrpc_f1"]
+
+OOD = ["mrpc_paws", "sst2_imdb", "rte_hans"]

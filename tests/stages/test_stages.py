@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from kbert.config import load_config, stage_settings
-from kbert.stages import augment, compress, finetune_teacher, general_kd, task_kd
+from kbert.stages import augment, compress, evaluate_ood, finetune_teacher, general_kd, task_kd
 from helpers import REPO
 
 
@@ -42,7 +42,8 @@ def test_general_kd_lowers_the_distillation_loss(compressed, tmp_path, smoke_con
     assert metrics["steps"] == 40
 
 
-@pytest.mark.parametrize("stage", [compress, general_kd, task_kd, augment, finetune_teacher], ids=lambda m: m.__name__)
+@pytest.mark.parametrize("stage", [compress, general_kd, task_kd, augment, finetune_teacher, evaluate_ood],
+                         ids=lambda m: m.__name__)
 def test_config_sections_name_known_sections(stage, smoke_config):
     """A misspelt section fails here, not only in the workflow's fingerprint."""
     student = next(iter(smoke_config["students"]))

@@ -125,6 +125,7 @@ RES = {
         "general_kd",
         "augment",
         "task_kd",
+        "evaluate_ood",
         "aggregate",
         "report",
         "bench_models",
@@ -146,6 +147,7 @@ wildcard_constraints:
     student="|".join(ALL_STUDENTS),
     variant="|".join([*kconfig.VARIANTS, kconfig.DOSE_VARIANT.pattern]),
     model="|".join(["teacher", *ALL_STUDENTS]),
+    run=r"teacher/[^/]+|task_kd/[^/]+/[^/]+/[^/]+/seed\d+",
     epochs=r"\d+",
     examples=r"\d+",
     seed=r"\d+",
@@ -241,11 +243,29 @@ def task_kd_metrics(student, variant, task, seed):
     return f"{WORK}/task_kd/{student}/{variant}/{task}/seed{seed}/metrics.json"
 
 
-def run_metrics():
-    """Every evaluated model's metrics.json: fine-tuned teachers, then task-KD runs."""
-    return [teacher_metrics(t) for t in RUN_TASKS] + [
-        task_kd_metrics(*job) for job in task_kd_jobs()
+# Out-of-distribution sets (Table 9) evaluated by `all`, by source task; the others are
+# listed as unavailable by aggregate (kbert.config.ood_splits).
+OOD_TASKS = list(kconfig.ood_splits(config)[0])
+
+
+def ood_runs():
+    """Run dirs (under WORK) whose models are evaluated on their task's OOD sets: each OOD
+    task's teacher and its `full` task-KD runs of the paper's students, every seed."""
+    return [f"teacher/{task}" for task in OOD_TASKS] + [
+        f"task_kd/{student}/{variant}/{task}/seed{seed}"
+        for student, variant, task, seed in task_kd_jobs()
+        if variant == "full" and task in OOD_TASKS
     ]
+
+
+def run_metrics():
+    """Every evaluated model's metrics.json: fine-tuned teachers, task-KD runs, then the
+    OOD evaluations of some of them."""
+    return (
+        [teacher_metrics(t) for t in RUN_TASKS]
+        + [task_kd_metrics(*job) for job in task_kd_jobs()]
+        + [f"{WORK}/ood/{run}/metrics.json" for run in ood_runs()]
+    )
 
 
 def submission_tasks():
