@@ -177,6 +177,8 @@ BAD = [
     ("teacher.source", "hf", ["config.teacher.source: 'hf' is not one of ['packaged', 'hub', 'random']"]),
     ("task_kd.lr", -1e-4, ["config.task_kd.lr", "less than or equal to the minimum of 0"]),
     ("teacher.finetune.lr", 0, ["config.teacher.finetune.lr"]),
+    ("teacher.finetune.per_task", {"mrpc": {"max_train_examples": 0}},
+     ["config.teacher.finetune.per_task.mrpc.max_train_examples"]),
     ("task_kd.per_student", {"s": {"per_task": {"mrpc": {"lr": -1.0}}}},
      ["config.task_kd.per_student.s.per_task.mrpc.lr"]),
     ("task_kd.lr", "5e-5", ["config.task_kd.lr", "write it with a decimal point"]),

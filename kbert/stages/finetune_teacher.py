@@ -32,6 +32,8 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
     spec = get_task(task)
     picked = stage_settings(config, CONFIG_SECTIONS, task=task)
     s, data_cfg = picked["finetune"], picked["data"]
+    if "max_train_examples" in s:  # the teacher's own training rows (config teacher.finetune)
+        data_cfg = {**data_cfg, "max_train_examples": s["max_train_examples"]}
     if max_train_examples is not None:
         if max_train_examples < 1:
             raise ValueError(f"teacher fine-tuning --max-train-examples {max_train_examples}: use at least 1")

@@ -108,3 +108,13 @@ def test_teacher_learning_curve_point_caps_the_training_rows(tmp_path, smoke_con
     assert metrics["train_examples"] == 8
     with pytest.raises(ValueError, match="at least 1"):
         finetune_teacher.run(smoke_config, "sst2", str(tmp_path / "n0"), max_train_examples=0)
+
+
+def test_teacher_rows_of_its_own_win_over_the_students_data_cap(tmp_path, smoke_config):
+    """teacher.finetune.per_task.<task>.max_train_examples: the teacher learns from more rows
+    than data.max_train_examples gives the students (smoke: 32)."""
+    config = copy.deepcopy(smoke_config)
+    config["teacher"]["finetune"]["per_task"] = {"sst2": {"max_train_examples": 40, "epochs": 1}}
+    metrics = finetune_teacher.run(config, "sst2", str(tmp_path / "own"))
+    assert metrics["train_examples"] == 40
+    assert stage_settings(config, task_kd.CONFIG_SECTIONS, task="sst2", student="kron_4")["data"]["max_train_examples"] == 32
