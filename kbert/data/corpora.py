@@ -1,5 +1,6 @@
-"""Documents for general distillation: bundled WikiText-2 and SQuAD train paragraphs, or
-the paper's English Wikipedia from the hub, optionally a seeded fraction of them."""
+"""Documents for general distillation: bundled WikiText-2, SQuAD train paragraphs and the
+GLUE training texts, or the paper's English Wikipedia from the hub, optionally a seeded
+fraction of them."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from kbert.artifacts import sha256_json_items
 from kbert.data.files import DataError, verified_file
 from kbert.data.hub import load_hub
 from kbert.data.splits import bundled_frame, check_source
-from kbert.tasks import get_task
+from kbert.tasks import GLUE, get_task
 
 def _wikitext_documents(data_dir=None) -> list[str]:
     """Articles of bundled WikiText-2 valid + test; an article starts at a " = Title = " line.
@@ -45,6 +46,21 @@ def _squad_paragraphs(data_dir=None) -> list[str]:
 
 
 
+def _glue_train_texts(data_dir=None) -> list[str]:
+    """The texts, without labels, of every bundled GLUE training split (one document per
+    example, a pair's sentences on two lines). Training splits only, derived ones cut as
+    for the tasks themselves, so no evaluation text enters general KD. Not the paper's
+    corpus: an in-domain lever for CPU-scale general KD (issue 13; docs/deviations.md)."""
+    documents = []
+    for spec in GLUE:
+        if spec.offline["train"].status == "unavailable":
+            continue
+        frame = bundled_frame(spec, "train", data_dir)
+        documents += ["\n".join(texts) for texts in zip(*(frame[c].astype(str) for c in spec.text_columns))]
+    return documents
+
+
+
 def _wikipedia(fraction: float, seed: int, hub_dir=None) -> Dataset:
     """A seeded ``fraction`` of the articles, as a view of the hub's memory-mapped files."""
     articles = load_hub("wikimedia/wikipedia", "20231101.en", "train", hub_dir)
@@ -60,7 +76,9 @@ def _sample(n: int, fraction: float, seed: int) -> np.ndarray:
 
 
 
-CORPORA = {"wikitext2": "bundled", "squad_paragraphs": "bundled", "wikipedia": "hub"}
+CORPORA = {"wikitext2": "bundled", "squad_paragraphs": "bundled", "glue_train": "bundled", "wikipedia": "hub"}
+BUNDLED_CORPORA = {"wikitext2": _wikitext_documents, "squad_paragraphs": _squad_paragraphs,
+                   "glue_train": _glue_train_texts}
 
 
 
@@ -68,7 +86,7 @@ def corpus_documents(name: str, *, source: str = "bundled", fraction: float = 1.
                      data_dir=None, hub_dir=None) -> Dataset:
     """Documents for general distillation, a ``text`` column; ``fraction`` keeps a seeded sample.
 
-    ``wikitext2`` and ``squad_paragraphs`` are bundled; ``wikipedia`` (the paper's
+    ``wikitext2``, ``squad_paragraphs`` and ``glue_train`` are bundled; ``wikipedia`` (the paper's
     corpus, ``wikimedia/wikipedia`` 20231101.en) comes from the hub whatever ``source``,
     and stays on disk: its articles are read a batch at a time, never all at once.
     Empty documents are dropped.
@@ -82,7 +100,7 @@ def corpus_documents(name: str, *, source: str = "bundled", fraction: float = 1.
         documents = _wikipedia(fraction, seed, hub_dir).filter(
             lambda texts: [bool(t.strip()) for t in texts], input_columns="text", batched=True)
     else:
-        texts = _wikitext_documents(data_dir) if name == "wikitext2" else _squad_paragraphs(data_dir)
+        texts = BUNDLED_CORPORA[name](data_dir)
         documents = Dataset.from_dict({"text": [texts[i] for i in _sample(len(texts), fraction, seed)
                                                 if texts[i].strip()]})
     if len(documents) == 0:

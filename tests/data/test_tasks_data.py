@@ -409,3 +409,15 @@ def test_num_batches_counts_what_batch_indices_yields():
     for batch_size in (1, 7, 32):
         for shuffle in (False, True):
             assert len(batch_indices(lengths, batch_size, shuffle=shuffle)) == num_batches(len(lengths), batch_size)
+
+
+def test_glue_train_corpus_is_every_bundled_training_text_and_no_evaluation_text():
+    docs = load_corpus("glue_train")
+    train = {task: load_split(task, "train") for task in ("cola", "sst2", "mrpc", "stsb", "mnli", "qnli", "rte", "wnli")}
+    assert len(docs) == sum(len(rows) for rows in train.values())
+    mrpc = train["mrpc"][0]
+    assert f"{mrpc['sentence1']}\n{mrpc['sentence2']}" in docs        # a pair: one document, two lines
+    texts = set(docs)
+    for task, columns in (("mrpc", ("sentence1", "sentence2")), ("qnli", ("question", "sentence"))):
+        dev = load_split(task, "validation")                          # QNLI's is the derived eval part
+        assert not {f"{a}\n{b}" for a, b in zip(dev[columns[0]], dev[columns[1]])} & texts
