@@ -255,7 +255,7 @@ def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
 
 
 def test_ladder_lists_every_rung_task_and_variant(tmp_path):
-    """config/ladder.yaml, target `ladder`: 10 students x 2 tasks from the SVD init, one
+    """config/ladder.yaml, target `ladder`: every rung x 2 tasks from the SVD init, one
     teacher per task, one compress job per student, the dose-response (KroneckerBERT_8
     after 1, 3, 10 general-KD epochs: a chain of 3 general-KD jobs, then task KD from each)
     and the ladder's own report job."""
@@ -263,8 +263,10 @@ def test_ladder_lists_every_rung_task_and_variant(tmp_path):
     assert proc.returncode == 0, proc.out[-3000:]
     ladder = load_config(REPO / "config" / "ladder.yaml")["ladder"]
     dose = ladder["general_kd_epochs"]
-    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": 10, "general_kd_dose": len(dose),
-                                    "task_kd": 2 * (10 + len(dose)), "ladder": 1}
+    rungs = len(ladder["students"])
+    assert rungs == 11
+    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": rungs, "general_kd_dose": len(dose),
+                                    "task_kd": 2 * (rungs + len(dose)), "ladder": 1}
     runs = {tuple(dict(re.findall(r"--(task|student|variant) (\S+)", c)).get(k) for k in ("student", "variant", "task"))
             for c in shell_commands(proc.out) if " task-kd " in c}
     assert runs == ({(s, "no_general_kd", t) for s in ladder["students"] for t in ladder["tasks"]}
