@@ -23,7 +23,9 @@ def run(config: dict, task: str, out_path: str) -> str:
     picked = stage_settings(config, CONFIG_SECTIONS, task=task)
     s = picked["augment"]
     rows = train_rows(task, picked["data"])
-    rows = rows.select(range(min(len(rows), s["max_source_examples"]))).to_pandas()
+    if s["max_source_examples"] is not None:  # null (the schema default): every training row
+        rows = rows.select(range(min(len(rows), s["max_source_examples"])))
+    rows = rows.to_pandas()
     mlm = None
     if s["candidates"] == "mlm_glove":  # asked for explicitly: a missing model is an error, not a fallback
         from transformers import BertForMaskedLM

@@ -118,3 +118,15 @@ def test_teacher_rows_of_its_own_win_over_the_students_data_cap(tmp_path, smoke_
     metrics = finetune_teacher.run(config, "sst2", str(tmp_path / "own"))
     assert metrics["train_examples"] == 40
     assert stage_settings(config, task_kd.CONFIG_SECTIONS, task="sst2", student="kron_4")["data"]["max_train_examples"] == 32
+
+
+def test_augment_takes_every_training_row_when_max_source_examples_is_null(tmp_path, smoke_config):
+    """null is the schema default: it means every row of the (capped) training split."""
+    import pandas as pd
+
+    config = copy.deepcopy(smoke_config)
+    config["augment"]["max_source_examples"] = None
+    out = augment.run(config, "mrpc", str(tmp_path / "mrpc.parquet"))
+    frame = pd.read_parquet(out)
+    assert (~frame["augmented"]).sum() == config["data"]["max_train_examples"] == 32
+    assert frame["augmented"].any()
