@@ -244,7 +244,7 @@ def score_table(published: dict, layout: Layout, summary: pd.DataFrame | None,
                                              layout, label, avg_keys, majority)
             main.append(cells)
             retention.append(ret_cells)
-        if majority:
+        if majority and ours:
             for preset, rows in pd.concat([rows for _, rows, _ in ours]).groupby("preset", sort=True):
                 main.append(majority_row_cells(rows, columns, layout, majority, f"Majority class ({preset})"))
         labels = {c["key"]: c["label"] for c in columns}

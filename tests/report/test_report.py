@@ -343,3 +343,14 @@ def test_tables_without_majority_have_no_majority_row():
     table = score_table(load_published(), layout, summary[summary["family"] != "teacher"],
                         summary[summary["family"] == "teacher"], {})
     assert not any(row[0].startswith("Majority class") for row in table.blocks[0][2])
+
+
+def test_a_table_with_no_rows_of_ours_has_no_majority_row():
+    """Table 3 (CF >= 10) on a run whose students are all milder: only the paper's rows."""
+    rows = [summary_row("teacher", "sst2", "sst2_acc", 0.80, family="teacher"),
+            summary_row("kroneckerbert_8", "sst2", "sst2_acc", 0.40)]
+    summary = pd.DataFrame(rows)
+    layout = next(l for l in LAYOUTS if l.name == "table3_glue_extreme")
+    table = score_table(load_published(), layout, summary[summary["family"] != "teacher"],
+                        summary[summary["family"] == "teacher"], {("sst2", "validation", "sst2_acc"): 0.5})
+    assert not any(row[0].startswith("Majority class") for row in table.blocks[0][2])
