@@ -38,6 +38,6 @@ def test_learning_curve_tasks_must_be_configured():
     from kbert.config import ConfigError
 
     raw = yaml.safe_load(open("config/ladder.yaml"))
-    raw["learning_curve"]["tasks"] = ["rte"]
-    with pytest.raises(ConfigError, match=r"learning_curve.tasks\[0\]: 'rte' is not in config.tasks"):
+    raw["learning_curve"]["tasks"] = ["wnli"]
+    with pytest.raises(ConfigError, match=r"learning_curve.tasks\[0\]: 'wnli' is not in config.tasks"):
         load_config(raw)
