@@ -117,8 +117,11 @@ def nearest(W: torch.Tensor, a_shape: tuple[int, int]) -> torch.Tensor:
 
 def relative_errors(matrices: list[Matrix], perms: Permutations) -> dict[str, float]:
     """||W' - nearest Kronecker(W')||_F / ||W||_F per matrix (the compress report's measure)."""
-    return {m.name: float((permuted(m, perms) - nearest(permuted(m, perms), m.a_shape)).norm() / m.W.norm())
-            for m in matrices}
+    errors = {}
+    for m in matrices:
+        W = permuted(m, perms)
+        errors[m.name] = float((W - nearest(W, m.a_shape)).norm() / m.W.norm())
+    return errors
 
 
 # --------------------------------------------------------------------------------------
@@ -158,7 +161,7 @@ def search(encoder, kronecker: dict, iterations: int = 4, log=None) -> tuple[Per
     head = config.hidden_size // config.num_attention_heads
     groups = [("residual", 0, None)] + [(g, l, head if g in ("qk", "vo") else None)
                                          for l in range(config.num_hidden_layers) for g in ("qk", "vo", "ffn")]
-    before = relative_errors(matrices, perms)
+    before = errors = relative_errors(matrices, perms)
     history = [float(np.mean(list(before.values())))]
     for iteration in range(iterations):
         for group, layer, block in groups:

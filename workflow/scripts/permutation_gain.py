@@ -23,9 +23,10 @@ from kbert.teachers import load_pretrained
 
 
 def group_of(name: str) -> str:
+    """The matrix group of a factorised matrix's name (kbert.permutation.factorised_matrices)."""
     if "embeddings" in name:
         return "word embedding"
-    return "FFN" if ("intermediate" in name or "output.dense" in name and "attention" not in name) else "attention"
+    return "attention" if ".attention." in name else "FFN"
 
 
 def main() -> None:
