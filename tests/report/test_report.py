@@ -335,22 +335,15 @@ def test_table_average_covers_only_shared_columns_and_marks_the_majority():
     assert majority_row["Avg"] == "–"
 
 
-def test_tables_without_majority_have_no_majority_row():
+@pytest.mark.parametrize("layout_name,majority", [
+    ("table4_7_glue_dev", {}),                                              # no majority.csv
+    ("table3_glue_extreme", {("sst2", "validation", "sst2_acc"): 0.5}),     # CF >= 10: no row of ours
+], ids=["no_majority_csv", "no_rows_of_ours"])
+def test_no_majority_row_without_majority_scores_or_rows_of_ours(layout_name, majority):
     rows = [summary_row("teacher", "sst2", "sst2_acc", 0.80, family="teacher"),
             summary_row("kroneckerbert_8", "sst2", "sst2_acc", 0.40)]
     summary = pd.DataFrame(rows)
-    layout = next(l for l in LAYOUTS if l.name == "table4_7_glue_dev")
+    layout = next(l for l in LAYOUTS if l.name == layout_name)
     table = score_table(load_published(), layout, summary[summary["family"] != "teacher"],
-                        summary[summary["family"] == "teacher"], {})
-    assert not any(row[0].startswith("Majority class") for row in table.blocks[0][2])
-
-
-def test_a_table_with_no_rows_of_ours_has_no_majority_row():
-    """Table 3 (CF >= 10) on a run whose students are all milder: only the paper's rows."""
-    rows = [summary_row("teacher", "sst2", "sst2_acc", 0.80, family="teacher"),
-            summary_row("kroneckerbert_8", "sst2", "sst2_acc", 0.40)]
-    summary = pd.DataFrame(rows)
-    layout = next(l for l in LAYOUTS if l.name == "table3_glue_extreme")
-    table = score_table(load_published(), layout, summary[summary["family"] != "teacher"],
-                        summary[summary["family"] == "teacher"], {("sst2", "validation", "sst2_acc"): 0.5})
+                        summary[summary["family"] == "teacher"], majority)
     assert not any(row[0].startswith("Majority class") for row in table.blocks[0][2])
