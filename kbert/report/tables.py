@@ -174,7 +174,9 @@ def majority_row_cells(rows: pd.DataFrame, columns: list[dict], layout: Layout, 
         cell = our_cell(rows, column, layout.split) if "task" in column else None
         value = majority.get((column["task"], cell.eval_split, cell.metric)) if cell else None
         shown.append(fmt_number(100 * value if value is not None else None))
-    return [label, "ours"] + shown + [MISSING, MISSING, "most frequent training label; 0 for MCC and correlations"]
+    setup = ("a constant answer: the most frequent training label (CoLA MCC 0), SQuAD's \"no answer\"; "
+             "– where a constant has no score (STS-B)")
+    return [label, "ours"] + shown + [MISSING, MISSING, setup]
 
 
 
