@@ -170,6 +170,8 @@ def train(
         sched.load_state_dict(state["scheduler"])
         step, log = state["step"], state["log"]
         _set_rng_state(state["rng"] if runtime.world == 1 else state["rng_per_rank"][runtime.rank])
+        if scaler is not None and "scaler" in state:  # fp16: the loss scale it had learned
+            scaler.load_state_dict(state["scaler"])
 
     def save() -> None:
         rng = runtime.gather(_rng_state())  # every process's generators, so each resumes its own stream
@@ -180,6 +182,8 @@ def train(
                  "step": step, "log": log, "rng": rng[0], "fingerprint": fingerprint}
         if runtime.world > 1:
             state["rng_per_rank"] = rng
+        if scaler is not None:
+            state["scaler"] = scaler.state_dict()
         with atomic_path(ckpt_path) as tmp:
             torch.save(state, tmp)
         runtime.barrier()

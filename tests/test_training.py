@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from kbert.training import NonFiniteLoss, TrainSettings, train
+from kbert.device import Runtime
+from kbert.training import CHECKPOINT, NonFiniteLoss, TrainSettings, train
 from helpers import TOY_SETTINGS, toy_problem
 
 
@@ -37,7 +38,7 @@ def test_resume_after_interruption_gives_identical_weights(tmp_path):
         torch.testing.assert_close(a, b)
 
 
-def _interrupted(checkpoint_dir, settings=TOY_SETTINGS, inputs=None):
+def _interrupted(checkpoint_dir, settings=TOY_SETTINGS, inputs=None, runtime=None):
     """Train until step 7 and die (the last checkpoint is at step 6)."""
     model, batches, step_loss = toy_problem()
     calls = {"n": 0}
@@ -49,7 +50,7 @@ def _interrupted(checkpoint_dir, settings=TOY_SETTINGS, inputs=None):
         return step_loss(batch)
 
     with pytest.raises(KeyboardInterrupt):
-        train(model, batches, dying_loss, TrainSettings(**settings), checkpoint_dir, inputs=inputs)
+        train(model, batches, dying_loss, TrainSettings(**settings), checkpoint_dir, inputs=inputs, runtime=runtime)
 
 
 def _assert_same_weights(a, b):
@@ -98,3 +99,23 @@ def test_zero_steps_is_an_error(tmp_path):
     model, batches, step_loss = toy_problem()
     with pytest.raises(ValueError, match="nothing to train on"):
         train(model, batches, step_loss, TrainSettings(epochs=1, lr=1e-3, steps_per_epoch=0), tmp_path)
+
+
+class _ScaledRuntime(Runtime):
+    """fp32 on CPU with fp16's gradient scaler, whose scale doubles every 2 clean steps:
+    the scaler's state is then part of what a resumed run must restore."""
+
+    def grad_scaler(self):
+        return torch.amp.GradScaler("cpu", init_scale=2.0**4, growth_interval=2)
+
+
+def test_resume_restores_the_gradient_scalers_loss_scale(tmp_path):
+    model, batches, step_loss = toy_problem()
+    train(model, batches, step_loss, TrainSettings(**TOY_SETTINGS), tmp_path / "straight", runtime=_ScaledRuntime())
+    _interrupted(tmp_path / "resumed", runtime=_ScaledRuntime())
+    resumed, batches, step_loss = toy_problem(seed=123)
+    train(resumed, batches, step_loss, TrainSettings(**TOY_SETTINGS), tmp_path / "resumed", runtime=_ScaledRuntime())
+    _assert_same_weights(model, resumed)
+    straight_scale = torch.load(tmp_path / "straight" / CHECKPOINT, weights_only=False)["scaler"]["scale"]
+    resumed_scale = torch.load(tmp_path / "resumed" / CHECKPOINT, weights_only=False)["scaler"]["scale"]
+    assert straight_scale == resumed_scale == 2.0**4 * 2 ** (12 // 2)  # a fresh scaler would end 3 doublings short
