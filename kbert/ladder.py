@@ -17,7 +17,11 @@ One entry point, :func:`write` (``python -m kbert.cli ladder``), writes into one
     ladder.md / .tex  the table;  ladder.png / .pdf  score against compression factor
     dose.csv          the dose-response (``ladder.dose_students``): score after 0, 1, 3, ...
                       general-KD epochs, with the general-KD loss each point ended at
-    dose.md / .tex    its table;  dose.png / .pdf  score against general-KD epochs
+    dose.md / .tex    its table, with the projection below;  dose.png / .pdf  score
+                      against general-KD epochs
+    dose_projection.csv  per (student, task): the first measured point at the target margin
+                      retention (``ladder.dose_target_margin``), else where a straight line
+                      through the points, margin against log2(1 + epochs), reaches it
 """
 
 from __future__ import annotations
@@ -25,6 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import math
+
+import numpy as np
 from pathlib import Path
 
 import matplotlib
@@ -85,6 +91,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
             "general_kd_epochs": general_kd_epochs_of(r["variant"]),
         })
     out = pd.DataFrame(rows)
+    out["general_kd_epochs"] = out["general_kd_epochs"].astype("Int64")  # whole epochs; <NA> for augmented runs
     return out.sort_values(["task", "variant", "compression_factor", "family"], kind="stable").reset_index(drop=True)
 
 
@@ -154,7 +161,60 @@ def dose_frame(frame: pd.DataFrame, runs, config: dict) -> pd.DataFrame:
     return dose.sort_values(["task", "model", "general_kd_epochs"], kind="stable").reset_index(drop=True)
 
 
-def dose_table(dose: pd.DataFrame, labels: dict) -> render.Table:
+MIN_PROJECTION_POINTS = 3  # a line through two noisy points is not a trend
+
+
+def dose_projection(dose: pd.DataFrame, target: float) -> pd.DataFrame:
+    """Per (task, model): at how many general-KD epochs margin retention reaches ``target``.
+
+    ``reached_at``: the first measured point at or above it. Otherwise a least-squares line
+    of margin retention against log2(1 + epochs) (each doubling of the general-KD budget
+    buys the same gain: the SST-2 points lie on such a line) is extended to the target:
+    ``projected_epochs`` is where it gets there, inf when the line does not rise. Tasks whose
+    teacher is within MIN_TEACHER_MARGIN of the majority class have no margin to retain
+    and are left out, as are curves with fewer than MIN_PROJECTION_POINTS points.
+    """
+    rows = []
+    for (task, model), group in dose.groupby(["task", "model"], sort=True):
+        group = group.dropna(subset=["margin_retention"]).sort_values("general_kd_epochs")
+        first = group.iloc[0] if len(group) else None
+        if first is None or first["teacher"] - first["majority"] < MIN_TEACHER_MARGIN:
+            continue
+        epochs, margin = group["general_kd_epochs"].to_numpy(float), group["margin_retention"].to_numpy(float)
+        above = epochs[margin >= target]
+        row = {"task": task, "model": model, "target_margin": target, "points": len(group),
+               "max_epochs": epochs.max(), "best_margin": margin.max(),
+               "reached_at": above.min() if len(above) else math.nan,
+               "slope_per_doubling": math.nan, "projected_epochs": math.nan}
+        if not len(above) and len(group) >= MIN_PROJECTION_POINTS:
+            slope, intercept = np.polyfit(np.log2(1 + epochs), margin, 1)
+            row["slope_per_doubling"] = slope
+            doublings = (target - intercept) / slope if slope > 0 else math.inf
+            row["projected_epochs"] = 2.0 ** doublings - 1 if doublings < 1000 else math.inf  # 2**1000: never
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _epochs(n: float) -> str:
+    return "1 epoch" if n == 1 else f"{n:,.0f} epochs"
+
+
+def _projection_note(row: pd.Series, labels: dict) -> str:
+    who = f"{labels.get(row['model'], row['model'])} on {task_label(row['task'])}"
+    if not math.isnan(row["reached_at"]):
+        return f"{who}: margin retention {row['target_margin']:.0%} reached at {_epochs(row['reached_at'])} (measured)."
+    if math.isnan(row["projected_epochs"]):
+        return (f"{who}: below {row['target_margin']:.0%} at every point (best {row['best_margin']:.0%}); "
+                f"{row['points']:.0f} points are too few to project.")
+    if math.isinf(row["projected_epochs"]):
+        return (f"{who}: below {row['target_margin']:.0%} at every point (best {row['best_margin']:.0%}) and the "
+                f"fitted line does not rise ({row['slope_per_doubling']:+.0%} per doubling): no budget on this curve reaches it.")
+    return (f"{who}: below {row['target_margin']:.0%} at every point up to {_epochs(row['max_epochs'])} (best "
+            f"{row['best_margin']:.0%}); the fitted line ({row['slope_per_doubling']:+.0%} margin per doubling of the "
+            f"epochs) reaches it at about {_epochs(row['projected_epochs'])}, an extrapolation, not a measurement.")
+
+
+def dose_table(dose: pd.DataFrame, labels: dict, projection: pd.DataFrame | None = None) -> render.Table:
     blocks = []
     for (task, model), group in dose.groupby(["task", "model"], sort=True):
         header = ["General-KD epochs", "General-KD loss at the end", "Score (% of teacher)", "Margin retention"]
@@ -168,6 +228,10 @@ def dose_table(dose: pd.DataFrame, labels: dict) -> render.Table:
         "General-KD loss: the sum of the embedding, attention and hidden-state terms at the last step of that point.",
         "Score, % of teacher, margin retention and the majority marks as in ladder.md.",
     ]
+    if projection is not None and not projection.empty:
+        notes.append("Projection (dose_projection.csv): margin retention against log2(1 + epochs), a least-squares "
+                     f"line through at least {MIN_PROJECTION_POINTS} points, extended to the target.")
+        notes += [_projection_note(row, labels) for _, row in projection.iterrows()]
     return render.Table("dose", "Dose-response: task-KD score against general-KD epochs", blocks, notes)
 
 
@@ -200,7 +264,9 @@ def write(runs, out_dir: str | Path, config: dict) -> pd.DataFrame:
     dose = dose_frame(frame, runs, config)
     if not dose.empty:
         write_csv(out_dir / "dose.csv", dose)
-        render.write_table(dose_table(dose, labels), out_dir)
+        projection = dose_projection(dose, config["ladder"]["dose_target_margin"])
+        write_csv(out_dir / "dose_projection.csv", projection)
+        render.write_table(dose_table(dose, labels, projection), out_dir)
         dose_figure(dose, out_dir, labels)
     log.info("sanity ladder: %d rows, dose-response: %d rows, into %s", len(ladder), len(dose), out_dir)
     return ladder

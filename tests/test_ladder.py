@@ -90,3 +90,39 @@ def test_dose_epochs_must_ascend():
     raw["ladder"]["dose_students"] = ["kroneckerbert_99"]
     with pytest.raises(ConfigError, match=r"ladder.dose_students\[0\]: unknown student"):
         load_config(raw)
+
+
+def _dose(points, teacher=0.85, majority=0.75, task="mrpc"):
+    """Dose rows (epochs, margin retention) of one student on one task."""
+    return pd.DataFrame([{"task": task, "model": "kroneckerbert_8", "general_kd_epochs": e, "margin_retention": m,
+                          "teacher": teacher, "majority": majority} for e, m in points])
+
+
+def test_dose_projection_measured_projected_flat_and_excluded():
+    from kbert.ladder import dose_projection
+
+    # Reached at a measured point: no extrapolation.
+    row = dose_projection(_dose([(0, 0.78), (1, 0.82), (3, 0.86)]), 0.8).iloc[0]
+    assert row["reached_at"] == 1 and math.isnan(row["projected_epochs"])
+    # On a line: +10 points of margin per doubling of (1 + epochs), 0.5 at 0 epochs -> 0.8 at 2**3 - 1 = 7.
+    row = dose_projection(_dose([(0, 0.5), (1, 0.6), (3, 0.7)]), 0.8).iloc[0]
+    assert math.isnan(row["reached_at"])
+    assert row["slope_per_doubling"] == pytest.approx(0.1)
+    assert row["projected_epochs"] == pytest.approx(7.0)
+    # A curve that does not rise never gets there; two points are too few to say.
+    assert math.isinf(dose_projection(_dose([(0, 0.3), (1, 0.2), (3, 0.3)]), 0.8).iloc[0]["projected_epochs"])
+    assert math.isnan(dose_projection(_dose([(0, 0.3), (1, 0.5)]), 0.8).iloc[0]["projected_epochs"])
+    # A teacher within 5 points of the majority class has no margin to project.
+    assert dose_projection(_dose([(0, 0.1), (1, 0.2), (3, 0.3)], teacher=0.78), 0.8).empty
+
+
+def test_dose_table_says_where_the_target_is_reached(tmp_path):
+    config = load_config("config/ladder.yaml")
+    runs = tmp_path / "runs"
+    _record(runs / "teacher", "teacher", "teacher", 0.85, 1.0, 22_000_000, variant="teacher")
+    for variant, score in (("no_general_kd", 0.70), ("full_1ep", 0.76), ("full_3ep", 0.80)):
+        _record(runs / variant, "kroneckerbert_8", "kronecker", score, 7.5, 3_000_000, variant=variant)
+    write([runs], tmp_path / "out", config)
+    projection = pd.read_csv(tmp_path / "out" / "dose_projection.csv")
+    assert list(projection["task"]) == ["mrpc"] and projection["target_margin"].iloc[0] == 0.8
+    assert "an extrapolation, not a measurement" in (tmp_path / "out" / "dose.md").read_text()
