@@ -305,3 +305,29 @@ def test_impossible_students_fail_before_any_job(tmp_path):
     assert "config.students.kron_explicit: ffn_a_shape [5, 2] does not divide the teacher's 64 x 32 matrices" in proc.out
     assert "config.students.kron_embedding: embedding_n 7 does not divide the teacher's hidden size 32" in proc.out
     assert "Job stats" not in proc.out and "Shell command" not in proc.out
+
+
+def test_ablation_seeds_cover_every_variant_of_table_6s_cells(tmp_path):
+    """`ablation_seeds`: the ablation students on the ablation tasks run every variant,
+    full included, over those seeds (Table 6 as mean +- sd over the same seeds); every
+    other run keeps `seeds`."""
+    raw = yaml.safe_load((CONFIGS / "smoke.yaml").read_text())
+    raw["ablation_seeds"] = [0, 1, 2]
+    path = tmp_path / "seeds.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    proc = run_workflow(tmp_path, path)
+    assert proc.returncode == 0, proc.out[-3000:]
+    config = load_config(path)
+    runs = [tuple(dict(re.findall(r"--(task|student|variant|seed) (\S+)", c)).get(k)
+                  for k in ("student", "variant", "task", "seed"))
+            for c in shell_commands(proc.out) if " task-kd " in c]
+    ablation_students = config["ablation_students"] or [s for s, spec in config["students"].items()
+                                                        if spec["family"] == "kronecker"]
+    for student, variant, task, seed in runs:
+        in_table_6 = student in ablation_students and task in config["ablation_tasks"]
+        assert (seed in {"0", "1", "2"}) if in_table_6 else seed == str(config["seeds"][0])
+    for student in ablation_students:
+        for variant in config["variants"]:
+            for task in config["ablation_tasks"]:
+                seeds = {s for st, v, t, s in runs if (st, v, t) == (student, variant, task)}
+                assert seeds == {"0", "1", "2"}, (student, variant, task)

@@ -116,6 +116,7 @@ ABLATION_TASKS = [t for t in config["ablation_tasks"] if t in RUN_TASKS]
 ABLATION_STUDENTS = (
     STUDENTS if config["ablation_students"] is None else config["ablation_students"]
 )
+ABLATION_SEEDS = SEEDS if config["ablation_seeds"] is None else config["ablation_seeds"]
 EQUAL_SIZE = config["equal_size"]
 RES = {
     name: kconfig.resources(config, name)
@@ -167,6 +168,12 @@ def variant_students(variant):
     return STUDENTS if variant == "full" else ABLATION_STUDENTS
 
 
+def task_kd_seeds(student, task):
+    """Table 6's cells (ablation students on ablation tasks, every variant) run
+    `ablation_seeds`, so that each variant is a mean over the same seeds; the rest `seeds`."""
+    return ABLATION_SEEDS if student in ABLATION_STUDENTS and task in ABLATION_TASKS else SEEDS
+
+
 def task_kd_jobs():
     """(student, variant, task, seed) of every task-KD run, in a stable order."""
     return [
@@ -174,7 +181,7 @@ def task_kd_jobs():
         for variant in VARIANTS
         for student in variant_students(variant)
         for task in variant_tasks(variant)
-        for seed in SEEDS
+        for seed in task_kd_seeds(student, task)
     ]
 
 
