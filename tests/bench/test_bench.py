@@ -119,3 +119,39 @@ def test_training_bench_refuses_a_precision_the_machine_lacks(tmp_path, monkeypa
     with pytest.raises(ValueError, match="precision 'bf16': cpu has no native bf16"):
         training.main(["--quick", "--device", "cpu", "--out", str(tmp_path / "e.csv")])
     assert not (tmp_path / "e.csv").exists()
+
+
+def test_equal_size_quick_times_every_family_at_each_budget(tmp_path):
+    """`python -m kbert.bench equal-size`: per budget the Kronecker student and its low-rank
+    and dense twins (parameter counts within 5%), all against the one teacher; the report
+    turns the rows into speed.csv, its table and its figure."""
+    from kbert.bench import models
+    from kbert.report.equal_size import write_speed
+    from kbert.students import MATCH_TOLERANCE
+
+    out = tmp_path / "speed.csv"
+    assert bench_main.main(["equal-size", "--quick", "--threads", "1", "--train-repeats", "0", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert set(frame.benchmark) == {"equal_size"}
+    assert list(frame.subject) == ["dense", "kron_a", "lowrank_a", "tinybert_a", "kron_b", "lowrank_b", "tinybert_b"]
+    assert list(frame.family) == ["teacher"] + ["kronecker", "lowrank", "dense"] * 2
+    for budget, rows in frame[frame.family != "teacher"].groupby("budget"):
+        kron = rows[rows.family == "kronecker"].params.iloc[0]
+        assert (abs(rows.params / kron - 1) <= MATCH_TOLERANCE).all(), budget
+    _numeric(frame, ["latency_ms_median", "throughput_median", "speedup", "latency_speedup"])
+    written = write_speed(out, tmp_path / "report")
+    assert len(written) == 7
+    table = (tmp_path / "report" / "speed.md").read_text()
+    assert "| tinybert_a | Dense (TinyBERT-style) |" in table and "1 CPU thread" in table
+    assert (tmp_path / "report" / "speed.png").exists()
+    # The models benchmark keeps its own rows and subjects.
+    assert [s for s, _ in models.tiny_group()[1]] == ["dense", "kron_a", "kron_b"]
+
+
+def test_speed_rows_of_another_benchmark_are_refused(tmp_path):
+    from kbert.report.equal_size import write_speed
+
+    out = tmp_path / "efficiency.csv"
+    pd.DataFrame([{"benchmark": "models", "subject": "dense"}]).to_csv(out, index=False)
+    with pytest.raises(ValueError, match="no rows of benchmark 'equal_size'"):
+        write_speed(out, tmp_path / "report")

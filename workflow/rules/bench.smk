@@ -48,3 +48,25 @@ rule bench_layers:
         "../../environment.yml"
     shell:
         "python -m kbert.cli bench layers --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"
+
+
+# Speed at equal size (issue 18): each Kronecker student next to its low-rank and dense
+# twins of the same parameter count and their teacher, timed side by side in one run; the
+# equal_size rule turns it into speed.csv/.md/.png of results/equal_size/.
+rule bench_equal_size:
+    output:
+        EQUAL_SIZE_SPEED,
+    params:
+        cfg=resolved_config,
+        settings=fingerprint("bench"),
+    log:
+        f"{LOGS}/bench_equal_size.log",
+    benchmark:
+        f"{BENCHMARKS}/bench_equal_size.tsv"
+    priority: -10
+    threads: RES["bench_models"]["threads"]
+    resources: **job_resources("bench_models")
+    conda:
+        "../../environment.yml"
+    shell:
+        "python -m kbert.cli bench equal-size --config {params.cfg:q} --out {output:q} > {log:q} 2>&1"

@@ -70,6 +70,7 @@ RESULTS = config["paths"]["results"]
 FIGURES = config["paths"]["figures"] or f"figures/{PRESET}"
 LOGS = f"{WORK}/logs"
 BENCHMARKS = f"{WORK}/benchmarks"
+EQUAL_SIZE_SPEED = f"{WORK}/bench/equal_size_speed.csv"  # rule bench_equal_size -> rule equal_size
 
 # One file per config hash, so that another invocation on this work directory (with
 # another config) never changes the file this one's jobs read. Written in `onstart`,
