@@ -26,7 +26,6 @@ One entry point, :func:`write` (``python -m kbert.cli ladder``), writes into one
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 
@@ -42,7 +41,7 @@ import pandas as pd  # noqa: E402
 from kbert.config import general_kd_epochs_of  # noqa: E402
 from kbert.artifacts import write_csv  # noqa: E402
 from kbert.report import equal_size, figures, render  # noqa: E402
-from kbert.report.aggregate import find_metric_files  # noqa: E402
+from kbert.report.aggregate import stage_records  # noqa: E402
 from kbert.report.cells import MISSING, fmt_number  # noqa: E402
 from kbert.report.retention_csv import retention_pct  # noqa: E402
 from kbert.retention import MIN_TEACHER_MARGIN, NEAR_MAJORITY, at_majority, margin_retention  # noqa: E402
@@ -53,20 +52,15 @@ log = logging.getLogger(__name__)
 FAMILY_MARKERS = {"kronecker": "o", "lowrank": "s", "dense": "^"}
 
 
-def _stage_records(runs, stage: str) -> list[dict]:
-    records = (json.loads(Path(path).read_text()) for path in find_metric_files(runs))
-    return [record for record in records if record.get("stage") == stage]
-
-
 def init_errors(runs) -> dict[str, float]:
     """Mean relative Frobenius error of each student's compress step (its SVD init)."""
-    return {record["student"]: record.get("relative_error_mean") for record in _stage_records(runs, "compress")}
+    return {record["student"]: record.get("relative_error_mean") for record in stage_records(runs, "compress")}
 
 
 def general_kd_losses(runs) -> dict[tuple[str, float], float]:
     """(student, general-KD epochs) -> the general-KD loss its last step ended at."""
     return {(record["student"], record.get("general_kd_epochs")): record["last_loss"]
-            for record in _stage_records(runs, "general_kd")}
+            for record in stage_records(runs, "general_kd")}
 
 
 def ladder_frame(runs, config: dict) -> pd.DataFrame:

@@ -208,3 +208,40 @@ def test_a_win_at_the_majority_class_is_marked():
     assert wins.loc["lowrank", "winner"] == "lowrank" and wins.loc["lowrank", "winner_above_majority"]
     no_majority = at_majority.assign(majority=None)
     assert verdicts(no_majority)["winner_above_majority"].isna().all()
+
+
+def test_initialisation_error_per_matrix_group(tmp_path):
+    """init_error.csv: the compress records' per-matrix errors averaged per group
+    (attention, FFN, word embedding), dense students without any; a student outside the
+    sweep is left out. The table ends with the block."""
+    import json
+
+    from kbert.report.equal_size import _init_block, init_errors
+
+    students = {"k8": {"family": "kronecker"}, "lr8": {"family": "lowrank", "match": "k8"},
+                "tb8": {"family": "dense", "match": "k8"}}
+    errors = {"k8": {"embeddings.word_embeddings": 0.9, "encoder.layer.0.attention.self.query": 0.8,
+                     "encoder.layer.0.attention.output.dense": 0.6, "encoder.layer.0.intermediate.dense": 0.95,
+                     "encoder.layer.0.output.dense": 0.85},
+              "lr8": {"embeddings.word_embeddings": 0.8, "encoder.layer.0.attention.self.key": 0.5,
+                      "encoder.layer.0.output.dense": 0.7},
+              "tb8": {}, "other": {"embeddings.word_embeddings": 0.1}}
+    for name, per_matrix in errors.items():
+        (tmp_path / name).mkdir()
+        family = students.get(name, {"family": "kronecker"})["family"]
+        mean = sum(per_matrix.values()) / len(per_matrix) if per_matrix else None
+        (tmp_path / name / "metrics.json").write_text(json.dumps({
+            "student": name, "stage": "compress", "family": family, "init": "svd", "params": 1000,
+            "relative_error": per_matrix, "relative_error_mean": mean}))
+    init = init_errors([tmp_path], students).set_index("model")
+    assert list(init.index) == ["k8", "lr8", "tb8"]
+    assert init.loc["k8", "error_attention"] == pytest.approx(0.7)
+    assert init.loc["k8", "error_ffn"] == pytest.approx(0.9)
+    assert init.loc["k8", "error_embedding"] == pytest.approx(0.9)
+    assert init.loc["lr8", "error_all"] == pytest.approx(2.0 / 3)
+    assert init.loc[["tb8"], ["error_attention", "error_ffn", "error_embedding"]].isna().all().all()
+    assert set(init["budget"]) == {"k8"}
+    heading, _, rows = _init_block(init.reset_index(), {"k8": "KroneckerBERT_8"})
+    assert "Initialisation error" in heading
+    assert [r[1] for r in rows] == ["Kronecker", "Dense (TinyBERT-style)", "Low-rank (SVD)"]
+    assert rows[0][3:] == ["0.700", "0.900", "0.900", "0.820"] and rows[1][3] == "random init"

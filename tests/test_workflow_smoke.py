@@ -92,6 +92,9 @@ def test_equal_size_outputs(smoke_run):
     assert "Kronecker vs Dense (TinyBERT-style): Kronecker wins" in table and "| Majority |" in table
     for name in ("equal_size.tex", "equal_size.png", "equal_size.pdf", "speed.md", "speed.png"):
         assert (out / name).stat().st_size > 0
+    init = pd.read_csv(out / "init_error.csv").set_index("family")
+    assert set(init.index) == {"kronecker", "lowrank", "dense"} and init.loc["kronecker", "error_all"] > 0
+    assert "Initialisation error" in table
     # Speed at equal size: every family at both budgets of both teacher configs, one run.
     speed = pd.read_csv(out / "speed.csv")
     assert set(speed["config"]) == {"bert-base-uncased", "all-MiniLM-L6-v2"}

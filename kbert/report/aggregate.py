@@ -34,6 +34,12 @@ def find_metric_files(paths) -> list[Path]:
 
 
 
+def stage_records(runs, stage: str) -> list[dict]:
+    """The metrics.json records under ``runs`` written by ``stage`` (e.g. compress)."""
+    records = (json.loads(path.read_text()) for path in find_metric_files(runs))
+    return [record for record in records if record.get("stage") == stage]
+
+
 def flatten_metrics(record: dict) -> list[dict]:
     """One row per evaluated split of one ``metrics.json``; [] for files without results."""
     provenance = record.get("provenance") or {}

@@ -8,6 +8,10 @@ and budget, at (within 5%) the same parameter count as the Kronecker student it
     runs.csv       one row per (model, task, seed, eval split), as glue.csv
     summary.csv    mean, sd, median over seeds, with the size budget each model belongs to
                    and the split's majority-class score (what no learning reaches)
+    init_error.csv per student: the mean relative Frobenius error of its SVD initialisation
+                   per matrix group (attention, FFN, word embedding) and over all factorised
+                   matrices, from its compress metrics (dense students start from random
+                   weights: none); also the last block of the table
     verdicts.csv   per (budget, task): who wins, counted only where the seed spreads
                    (mean +- sd) do not overlap, and whether the winner is above the
                    majority class (a "win" at that level is a rival doing worse than
@@ -59,6 +63,52 @@ def collect(runs, students: dict) -> pd.DataFrame:
     frame.insert(1, "budget", [budget_of(students, m) for m in frame["model"]])
     return frame.sort_values(["task", "budget", "model", "seed", "eval_split"], na_position="first",
                              kind="stable").reset_index(drop=True)
+
+
+INIT_GROUPS = ("attention", "ffn", "embedding")
+
+
+def matrix_group(name: str) -> str:
+    """attention | ffn | embedding, from a factorised matrix's module name."""
+    if name.startswith("embeddings."):
+        return "embedding"
+    return "attention" if ".attention." in name else "ffn"
+
+
+def init_errors(runs, students: dict) -> pd.DataFrame:
+    """Per sweep student with a compress record: its initialisation error by matrix group.
+
+    ``error_<group>``: mean relative Frobenius error ||W_init - W|| / ||W|| over the group's
+    factorised matrices; ``error_all``: over all of them (the compress stage's own mean).
+    """
+    rows = []
+    for record in aggregate.stage_records(runs, "compress"):
+        model = record.get("student")
+        if model not in students:
+            continue
+        by_group = {}
+        for name, error in (record.get("relative_error") or {}).items():
+            by_group.setdefault(matrix_group(name), []).append(error)
+        rows.append({"model": model, "family": record["family"], "budget": budget_of(students, model),
+                     "init": record.get("init", "svd"), "params": record["params"],
+                     **{f"error_{g}": float(np.mean(by_group[g])) if g in by_group else np.nan for g in INIT_GROUPS},
+                     "error_all": record.get("relative_error_mean")})
+    columns = ["model", "family", "budget", "init", "params", *(f"error_{g}" for g in INIT_GROUPS), "error_all"]
+    return pd.DataFrame(rows, columns=columns).sort_values(["budget", "model"], kind="stable").reset_index(drop=True)
+
+
+def _init_block(init: pd.DataFrame, labels: dict):
+    header = ["Budget", "Family", "Student", "Attention", "FFN", "Word embedding", "All factorised"]
+    rows = []
+    for budget in list(init.groupby("budget")["params"].max().sort_values(ascending=False).index):
+        group = init[init["budget"] == budget]
+        for family in ("kronecker", *RIVALS):
+            for _, r in group[group["family"] == family].iterrows():
+                errors = (["random init"] * 4 if family == "dense" else
+                          [fmt_number(r[f"error_{g}"], 3) for g in (*INIT_GROUPS, "all")])
+                rows.append([labels.get(budget, budget), FAMILY_LABELS[family], labels.get(r["model"], r["model"]),
+                             *errors])
+    return ("Initialisation error (relative Frobenius error of the SVD init, mean per matrix group)", header, rows)
 
 
 def summarise(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
@@ -148,7 +198,7 @@ def _verdict_cell(row: pd.Series | None) -> str:
     return row["winner"] + (" (at majority)" if won_at_majority(row["winner_above_majority"]) else "")
 
 
-def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> Table:
+def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.DataFrame | None = None) -> Table:
     students, teachers = students_and_teachers(summary)
     blocks = []
     for budget in budgets_by_size(students):
@@ -176,6 +226,11 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict) -> Table:
         "Same teacher, data, general KD and task KD settings for every family; see config.<hash>.resolved.yaml in the work directory.",
         "Setup: " + our_setup(summary[summary["family"] != TEACHER_FAMILY]),
     ]
+    if init is not None and not init.empty:
+        blocks.append(_init_block(init, labels))
+        notes.append("Initialisation error: ||W_init - W|| / ||W|| per factorised teacher matrix (nearest Kronecker "
+                     "product, or truncated SVD for low-rank), averaged per group; 0 is the teacher itself, 1 as far as "
+                     "zeros. Dense TinyBERT-style students start from random weights, as TinyBERT's do.")
     for rival in RIVALS:
         pairs = wins[wins["rival"] == rival]
         counts = pairs["winner"].value_counts()
@@ -305,13 +360,14 @@ def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = No
     frame = collect(runs, students)
     summary = summarise(frame, config)
     wins = verdicts(summary)
-    for name, part in (("runs", frame), ("summary", summary), ("verdicts", wins)):
+    init = init_errors(runs, students)
+    for name, part in (("runs", frame), ("summary", summary), ("verdicts", wins), ("init_error", init)):
         write_csv(out_dir / f"{name}.csv", part)
     labels = {name: spec.get("label", name) for name, spec in students.items()}
-    rendered = table(summary, wins, labels)
+    rendered = table(summary, wins, labels, init)
     write_table(rendered, out_dir)
     figure(summary, out_dir, labels)
-    written = {"runs": frame, "summary": summary, "verdicts": wins}
+    written = {"runs": frame, "summary": summary, "verdicts": wins, "init_error": init}
     if speed is not None:
         written["speed"] = write_speed(speed, out_dir)
     log.info("equal-size comparison: %d runs into %s", len(frame), out_dir)

@@ -297,9 +297,15 @@ def submission_runs(wildcards):
 
 
 def equal_size_metrics():
-    """Teachers of the sweep's tasks, then every sweep run."""
+    """Teachers of the sweep's tasks, every sweep run, and each student's SVD init (its
+    initialisation error per matrix group is the table's last block)."""
     tasks = sorted({task for _, _, task, _ in equal_size_jobs()})
-    return [teacher_metrics(t) for t in tasks] + [task_kd_metrics(*job) for job in equal_size_jobs()]
+    students = sorted({student for student, _, _, _ in equal_size_jobs()})
+    return (
+        [teacher_metrics(t) for t in tasks]
+        + [task_kd_metrics(*job) for job in equal_size_jobs()]
+        + [student_stage(s, "init")["metrics"] for s in students]
+    )
 
 
 def ladder_metrics():
