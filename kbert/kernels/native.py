@@ -57,6 +57,7 @@ def native_lib():
         return None
     try:
         _native_state["lib"] = _build_native()
+        _native_state["wide"] = bool(_native_state["lib"].kbert_wide_vectors())
     except Exception as error:  # fall back to torch ops, and say so once
         _native_state["error"] = repr(error)
         warnings.warn(f"kbert: C kernels for Kronecker layers unavailable ({error}); using torch ops", stacklevel=3)
@@ -102,6 +103,7 @@ def _build_native():
         fn = getattr(lib, name)
         fn.argtypes = argtypes + [ctypes.c_int]
         fn.restype = None
+    lib.kbert_wide_vectors.argtypes, lib.kbert_wide_vectors.restype = [], ctypes.c_int
     return lib
 
 
@@ -122,9 +124,14 @@ def kernel(name: str, *tensors: torch.Tensor | None):
 
 
 def f32_kernel(name: str, *tensors: torch.Tensor | None):
-    """The float32-only kernel ``name`` when every given tensor is a CPU float32 one, else None."""
+    """The float32-only kernel ``name`` when every given tensor is a CPU float32 one, else None.
+
+    Only where the library was compiled with 512-bit vectors (``kbert_wide_vectors``): these
+    one-pass kernels keep arrays of 16-float accumulators, which spill to the stack on AVX2,
+    where they measured 4-30x slower than torch's ops (docs/efficiency.md).
+    """
     lib = native_lib()
-    if lib is None or any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu") for t in tensors):
+    if lib is None or not _native_state.get("wide") or any(t is not None and (t.dtype != torch.float32 or t.device.type != "cpu") for t in tensors):
         return None
     return getattr(lib, name)
 

@@ -59,12 +59,18 @@ def one_thread():
 
 @contextlib.contextmanager
 def native(enabled: bool):
-    """Run with the C kernels (skipped if they cannot be built here) or with torch ops only."""
+    """Run with the C kernels (skipped if they cannot be built here) or with torch ops only.
+
+    With them, the one-pass float32 kernels are handed out even where the library has no
+    512-bit vectors (they are slow there, not wrong), so that their numbers are checked on
+    every machine.
+    """
     saved = dict(N._native_state)
     try:
         if enabled:
             if not N.native_available():
                 pytest.skip(f"C kernels unavailable: {N._native_state.get('error')}")
+            N._native_state["wide"] = True
         else:
             N._native_state.clear()
             N._native_state["lib"] = None
@@ -305,6 +311,23 @@ def test_native_kernels_build_from_scratch(tmp_path, monkeypatch):
     finally:
         N._native_state.clear()
         N._native_state.update(saved)
+
+
+def test_one_pass_kernels_only_with_512_bit_vectors():
+    """The float32 one-pass kernels (b_planar, a_planar, attention) are used only where the
+    library was compiled with AVX-512 (-march=native on a CPU that has it): on AVX2 they ran
+    4-30x slower than torch's ops, so there every caller takes the torch path."""
+    if not N.native_available():
+        pytest.skip(f"C kernels unavailable: {N._native_state.get('error')}")
+    with open("/proc/cpuinfo") as cpuinfo:
+        flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
+    wide = bool(N.native_lib().kbert_wide_vectors())
+    assert wide == ("avx512f" in flags)
+    x, a, b = torch.randn(32, 64), torch.randn(32, 32), torch.randn(2, 2)
+    q, mask = torch.randn(4, 16, 16), torch.zeros(2, 1, 1, 16)
+    with torch.no_grad():
+        taken = passes.planar2(x, a, b, None) is not None, attention_scores(q, q, mask, 2, 1.0) is not None
+    assert taken == (wide, wide)
 
 
 def test_chunked_helpers_match_torch():

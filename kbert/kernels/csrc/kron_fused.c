@@ -7,6 +7,19 @@
 
 #define KB_TB 6
 
+/* 1 when this library was compiled with 512-bit vectors (AVX-512). The kernels of this file and
+   of attention.c keep arrays of v16 accumulators that then live in registers; without AVX-512
+   GCC splits every v16 in two and keeps those arrays on the stack, and the kernels ran 4-30x
+   slower than torch's own ops (AVX2-only EPYC, one thread). kbert/kernels/native.py hands
+   them out only where this returns 1. */
+int kbert_wide_vectors(void) {
+#if defined(__AVX512F__)
+    return 1;
+#else
+    return 0;
+#endif
+}
+
 /* Plan b_planar in one pass for m2 == 2, float32: per block of KB_TB tokens,
    Z[n, j1, c] = sum_j2 B[c, j2] X[n, j1*n2 + j2] stays in L1, then 16 rows of A at a time,
    Y(n, i1*2 + c) = bias[i1*2 + c] + sum_j1 A[i1, j1] Z[n, j1, c], stored as interleaved pairs with
