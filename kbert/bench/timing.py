@@ -126,7 +126,7 @@ def summary(values: list[float], scale: float = 1e3) -> dict:
 def config_defaults(argv: list[str] | None, rule: str) -> dict:
     """Benchmark settings from ``--config FILE`` (the workflow passes it), else {}.
 
-    Maps the config's ``bench`` section (seq_len, batch, repeats, warmup, threads; threads
+    Maps the config's ``bench`` section (seq_len, batch, train_batch, repeats, warmup, threads; threads
     null = ``resources`` of ``rule``) to argument defaults; flags on the command line win.
     """
     import argparse
@@ -140,7 +140,7 @@ def config_defaults(argv: list[str] | None, rule: str) -> dict:
 
     config = load_config(known.config)
     bench = dict(config.get("bench") or {})
-    out = {k: bench[k] for k in ("seq_len", "batch", "repeats", "warmup") if bench.get(k) is not None}
+    out = {k: bench[k] for k in ("seq_len", "batch", "train_batch", "repeats", "warmup") if bench.get(k) is not None}
     threads = bench.get("threads") or resources(config, rule).get("threads")
     if threads:
         out["threads"] = int(threads)

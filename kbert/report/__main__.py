@@ -10,6 +10,7 @@ import logging
 
 from kbert.report.aggregate import aggregate, write_retention
 from kbert.report.figures import write_figures
+from kbert.report.job_times import write_job_times
 from kbert.report.tables import write_tables
 
 def main(argv: list[str] | None = None) -> int:
@@ -27,12 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--results", required=True)
     rep.add_argument("--figures", required=True)
     rep.add_argument("--tables", help="default: RESULTS/tables")
+    jt = commands.add_parser("job-times", help="Snakemake benchmark files -> job time and peak memory per job")
+    jt.add_argument("--benchmarks", required=True, help="the run's benchmarks folder, e.g. work/default/benchmarks")
+    jt.add_argument("--out", help="CSV with one row per job (optional)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.command == "aggregate":
         aggregate(args.runs, args.out, args.unavailable)
     elif args.command == "retention":
         write_retention(args.results, args.config)
+    elif args.command == "job-times":
+        write_job_times(args.benchmarks, args.out)
     else:
         write_tables(args.results, args.tables)
         write_figures(args.results, args.figures)

@@ -87,11 +87,11 @@ def test_config_sets_defaults(monkeypatch):
     import kbert.config
     from kbert.bench.timing import config_defaults
 
-    config = {"bench": {"seq_len": 64, "batch": 8, "repeats": 3, "warmup": 1, "threads": None},
+    config = {"bench": {"seq_len": 64, "batch": 8, "train_batch": 4, "repeats": 3, "warmup": 1, "threads": None},
               "resources": {"threads": 2, "per_rule": {"bench_models": {"threads": 1}}}}
     monkeypatch.setattr(kbert.config, "load_config", lambda path: config)
     assert config_defaults(["--config", "x.yaml", "--quick"], "bench_models") == {
-        "seq_len": 64, "batch": 8, "repeats": 3, "warmup": 1, "threads": 1}
+        "seq_len": 64, "batch": 8, "train_batch": 4, "repeats": 3, "warmup": 1, "threads": 1}
     assert config_defaults(["--quick"], "bench_models") == {}
 
 
