@@ -325,7 +325,7 @@ def test_settings_of_every_stage(default):
     assert settings(default, "teacher.finetune", task="squad_v1")["max_seq_length"] == 384
     assert settings(default, "teacher.finetune", task="mrpc")["max_seq_length"] == 128
     assert settings(default, "data", task="squad_v2")["max_train_examples"] == 256
-    assert settings(default, "data", task="cola")["max_train_examples"] == 1000
+    assert settings(default, "data", task="cola")["max_train_examples"] == 2000
     assert settings(default, "general_kd", student="kroneckerbert_8")["max_steps"] == 200
     assert settings(default, "augment", task="mrpc")["n_samples"] == 20
     with pytest.raises(KeyError):
