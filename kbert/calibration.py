@@ -76,11 +76,14 @@ def _dense(module, factors: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
     return kron_sum(A, B) if isinstance(module, KroneckerLinear) else torch.kron(A, B)
 
 
-def _data_error(module, W: torch.Tensor, W_hat: torch.Tensor, stat: torch.Tensor) -> float:
-    """Relative output error on data: ``output_error`` for a linear layer; for the embedding
-    the frequency-weighted row error sqrt(sum_v f_v ||e_v - e_hat_v||^2 / sum_v f_v ||e_v||^2),
-    the same quantity with one-hot inputs (C = diag f)."""
-    if isinstance(module, KroneckerLinear):
+def data_error(W: torch.Tensor, W_hat: torch.Tensor, stat: torch.Tensor) -> float:
+    """Relative output error on data of any approximation W_hat of W (Kronecker, low-rank).
+
+    ``stat`` is what ``calibration_stats`` keeps: for a linear layer the input moment (in, in),
+    and the error is ``output_error``; for the embedding the token frequencies (V,), and the
+    error is the frequency-weighted row error sqrt(sum_v f_v ||e_v - e_hat_v||^2 / sum_v f_v
+    ||e_v||^2), the same quantity with one-hot inputs (C = diag f)."""
+    if stat.dim() == 2:
         return output_error(W, W_hat, stat)
     D, W = (W - W_hat).double(), W.double()
     return float(((D ** 2).sum(1) @ stat).sqrt() / ((W ** 2).sum(1) @ stat).sqrt())
@@ -107,12 +110,12 @@ def data_aware_init(module, W: torch.Tensor, plain: tuple[torch.Tensor, torch.Te
     """
     weighted = _weighted_factors(module, W, fit)
     W_plain, W_weighted = _dense(module, plain), _dense(module, weighted)
-    kept = "data_aware" if _data_error(module, W, W_weighted, fit) < _data_error(module, W, W_plain, fit) else "svd"
+    kept = "data_aware" if data_error(W, W_weighted, fit) < data_error(W, W_plain, fit) else "svd"
     record = {
         "weight_error_svd": float((W_plain - W).norm() / W.norm()),
         "weight_error_data_aware": float((W_weighted - W).norm() / W.norm()),
-        "output_error_svd": _data_error(module, W, W_plain, heldout),
-        "output_error_data_aware": _data_error(module, W, W_weighted, heldout),
+        "output_error_svd": data_error(W, W_plain, heldout),
+        "output_error_data_aware": data_error(W, W_weighted, heldout),
         "init_kept": kept,
     }
     return (weighted if kept == "data_aware" else plain), record

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from kbert.calibration import data_aware_init
+from kbert.calibration import calibration_stats, data_aware_init, data_error
 from kbert.students import compress
 from kbert.layers.kronecker import (
     KroneckerLinear, kron_sum, kronecker_moment_factors, nearest_kronecker, nearest_kronecker_embedding_weighted,
@@ -86,6 +86,37 @@ def test_output_error_is_the_relative_error_on_the_inputs():
     W, W_hat, X = torch.randn(15, 8, generator=g, **F64), torch.randn(15, 8, generator=g, **F64), _correlated_inputs(g)
     expected = float(((W - W_hat) @ X.T).norm() / (W @ X.T).norm())
     assert output_error(W, W_hat, second_moment(X)) == pytest.approx(expected, rel=1e-10)
+
+
+def test_held_out_output_error_serves_low_rank_matrices_too():
+    """data_error, with the statistics calibration_stats keeps, is for a truncated SVD what it
+    is for a Kronecker product: the relative error of the matrix's output on the teacher's own
+    inputs to it (0 at full rank); for the word embedding the frequency-weighted row error."""
+    from kbert.layers.lowrank import truncated_svd
+
+    torch.manual_seed(0)
+    teacher = KBertModel(KBertConfig(**TINY)).eval()
+    ids = torch.randint(1, 100, (6, 12))
+    name, table = "encoder.layer.1.intermediate.dense", "embeddings.word_embeddings"
+    stats = calibration_stats(teacher, teacher, [name, table], ids)
+    inputs = []
+    layer = dict(teacher.named_modules())[name]
+    hook = layer.register_forward_hook(lambda module, args, out: inputs.append(args[0].reshape(-1, 16)))
+    with torch.no_grad():
+        teacher(input_ids=ids)
+    hook.remove()
+    W, X = layer.weight.detach(), inputs[0].double()
+    for rank in (4, 16):
+        U, V = truncated_svd(W, rank)
+        expected = float(((W - U @ V).double() @ X.T).norm() / (W.double() @ X.T).norm())
+        got = data_error(W, U @ V, stats[name])
+        assert got == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        assert (got < 1e-5) == (rank == 16)
+    E = teacher.embeddings.word_embeddings.weight.detach()
+    U, V = truncated_svd(E, 4)
+    f = stats[table]
+    expected = float((((E - U @ V).double() ** 2).sum(1) @ f).sqrt() / ((E.double() ** 2).sum(1) @ f).sqrt())
+    assert data_error(E, U @ V, f) == pytest.approx(expected, rel=1e-6)
 
 
 def test_embedding_uniform_weights_give_the_plain_svd():
