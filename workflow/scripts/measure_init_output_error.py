@@ -30,7 +30,6 @@ from kbert.students import FACTORISED, compress
 from kbert.teachers import load_pretrained
 
 
-@torch.no_grad()
 def final_state_error(student, teacher, ids) -> float:
     s, t = student(ids).last_hidden_state, teacher(ids).last_hidden_state
     return float((s - t).norm() / t.norm())
@@ -48,6 +47,7 @@ def main() -> None:
     parser.add_argument("config", nargs="?", default="config/config.yaml")
     parser.add_argument("--out", help="CSV, one row per student and matrix group")
     args = parser.parse_args()
+    torch.set_grad_enabled(False)  # measurements only
     config = load_config(args.config)
     teacher = load_pretrained(config["teacher"])
     _, heldout = _calibration(config, {"corpus": config["general_kd"]["corpus"], "source": config["data"]["source"]})
