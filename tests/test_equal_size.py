@@ -126,7 +126,7 @@ def test_mapped_layers_and_projection_enter_the_losses():
     student = _fake_outputs(s_hidden, [t_scores[2], t_scores[5]])
     teacher = _fake_outputs(t_hidden, t_scores)
     terms = intermediate_losses(student, teacher, mask, projection)
-    assert all(float(v) == pytest.approx(0.0, abs=1e-12) for v in terms.values())
+    assert all(float(v.detach()) == pytest.approx(0.0, abs=1e-12) for v in terms.values())
     # Map to the wrong layers, or forget the projection: clear errors or a non-zero loss.
     wrong = intermediate_losses(_fake_outputs(s_hidden, [t_scores[1], t_scores[4]]), teacher, mask, projection)
     assert float(wrong["attention"]) > 0
