@@ -89,6 +89,13 @@ def data_error(W: torch.Tensor, W_hat: torch.Tensor, stat: torch.Tensor) -> floa
     return float(((D ** 2).sum(1) @ stat).sqrt() / ((W ** 2).sum(1) @ stat).sqrt())
 
 
+@torch.no_grad()
+def final_state_error(student: torch.nn.Module, teacher: torch.nn.Module, ids: torch.Tensor) -> float:
+    """Relative error ||s - t|| / ||t|| of the student's final hidden states on ``ids`` (N, T)."""
+    s, t = student(ids).last_hidden_state, teacher(ids).last_hidden_state
+    return float((s - t).norm() / t.norm())
+
+
 def _weighted_factors(module, W: torch.Tensor, fit: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     if isinstance(module, KroneckerLinear):
         (_, n1), (_, n2) = module.a_shape, module.b_shape

@@ -244,7 +244,7 @@ def main(argv: list[str] | None = None, *, benchmark: str = "models", families=(
     parser.add_argument("--config", default=None, help="take batch/seq_len/repeats/warmup/threads from this "
                         "config's bench section; explicit flags win")
     defaults = config_defaults(argv, "bench_models")
-    parser.set_defaults(**{k: v for k, v in defaults.items() if k in ("batch", "seq_len", "train_batch", "repeats", "warmup", "threads")})
+    parser.set_defaults(**defaults)  # seq_len, batch, train_batch, repeats, warmup, threads: all flags of this parser
     args = parser.parse_args(argv)
     if args.quick:
         args.configs, args.batch, args.seq_len = ["tiny"], 4, 16

@@ -11,8 +11,7 @@ factors, and the relative error of the final hidden state on the held-out window
 import sys
 import time
 
-import torch
-
+from kbert.calibration import final_state_error
 from kbert.students import compress
 from kbert.config import load_config
 from kbert.stages.compress import _calibration
@@ -23,12 +22,6 @@ STUDENTS = {  # the default preset's two Kronecker students, and explicit 2.6x s
     "kroneckerbert_21": {"target_compression": 21},
     "explicit_2.6": {"attention_a_shape": [2, 3], "ffn_a_shape": [2, 2], "embedding_n": 2},
 }
-
-
-@torch.no_grad()
-def final_state_error(student, teacher, ids) -> float:
-    s, t = student(ids).last_hidden_state, teacher(ids).last_hidden_state
-    return float((s - t).norm() / t.norm())
 
 
 def main(path: str) -> None:

@@ -22,17 +22,12 @@ import time
 import pandas as pd
 import torch
 
-from kbert.calibration import calibration_stats, data_error
+from kbert.calibration import calibration_stats, data_error, final_state_error
 from kbert.config import load_config, stage_settings
 from kbert.report.equal_size import matrix_group
 from kbert.stages.compress import CONFIG_SECTIONS, _calibration
 from kbert.students import FACTORISED, compress
 from kbert.teachers import load_pretrained
-
-
-def final_state_error(student, teacher, ids) -> float:
-    s, t = student(ids).last_hidden_state, teacher(ids).last_hidden_state
-    return float((s - t).norm() / t.norm())
 
 
 def sweep_students(config: dict) -> list[str]:
