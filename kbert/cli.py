@@ -104,6 +104,14 @@ def cmd_task_kd(args, config) -> None:
                 args.augmented)
 
 
+def cmd_task_kd_start(args, config) -> None:
+    from kbert.stages import task_kd_start
+
+    record = task_kd_start.run(config, args.task, args.student, args.variant, args.seed, args.init, args.teacher,
+                               args.out)
+    print(json.dumps([{"eval_split": r["eval_split"], "score": r["score"]} for r in record["results"]]))
+
+
 def cmd_evaluate_ood(args, config) -> None:
     from kbert.stages import evaluate_ood
 
@@ -131,7 +139,7 @@ def cmd_report(args, config) -> None:
 def cmd_equal_size(args, config) -> None:
     from kbert.report.equal_size import write
 
-    write(args.runs, args.out, config, speed=args.speed)
+    write(args.runs, args.out, config, speed=args.speed, starts=args.starts)
 
 
 def cmd_glue_submission(args, config) -> None:
@@ -212,6 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, required=True)
     p.add_argument("--augmented", default=None, help="augmentation parquet (variant full_aug only)")
 
+    p = stage("task-kd-start", cmd_task_kd_start, "dev score of the student task KD starts from, before any step")
+    for name in ("task", "student", "variant", "init", "teacher", "out"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--seed", type=int, required=True, help="seeds a narrower student's random head, as in task KD")
+
     p = stage("evaluate-ood", cmd_evaluate_ood, "evaluate one task run on its task's out-of-distribution sets")
     p.add_argument("--run", required=True, help="output dir of finetune-teacher or task-kd")
     p.add_argument("--out", required=True)
@@ -228,6 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", nargs="+", required=True, help="metrics.json files of the sweep and its teachers")
     p.add_argument("--out", required=True)
     p.add_argument("--speed", default=None, help="CSV of python -m kbert.bench equal-size: adds speed.csv/.md/.png")
+    p.add_argument("--starts", nargs="+", default=None,
+                   help="metrics.json files of task-kd-start: adds start.csv and the table's start-of-task-KD block")
 
     p = stage("glue-submission", cmd_glue_submission,
               "one model's GLUE test-server files, checked (rows, labels) and zipped")

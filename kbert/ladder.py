@@ -67,7 +67,7 @@ def ladder_frame(runs, config: dict) -> pd.DataFrame:
     """One row per (student, variant, task) on the task's main eval split."""
     frame = equal_size.collect(runs, config["students"])
     summary = equal_size.summarise(frame, config)
-    students, teachers = equal_size.students_and_teachers(summary)
+    students, teachers = equal_size.students_and_teachers(summary, variant=None)
     errors = init_errors(runs)
     rows = []
     for _, r in students.iterrows():

@@ -75,6 +75,16 @@ def test_default_preset_contract(default):
     assert task_status(default, "mnli") == "derived"
 
 
+def test_table6_seeds_overlay_only_adds_seeds_to_the_default():
+    """config/table6_seeds.yaml is merged onto the default (Snakemake merges --configfile
+    files in order, top-level keys replaced): the same preset and work directory, Table 6
+    over 3 seeds, nothing else changed."""
+    overlay = yaml.safe_load((REPO / "config" / "table6_seeds.yaml").read_text())
+    assert overlay == {"ablation_seeds": [0, 1, 2]}
+    merged = load_config({**raw("default"), **overlay})
+    assert merged == {**load_config(PRESETS["default"]), "ablation_seeds": [0, 1, 2]}
+
+
 def test_paper_preset_contract(paper):
     assert paper["offline"] is False
     assert paper["teacher"]["source"] == "hub" and paper["teacher"]["name"] == "bert-base-uncased"

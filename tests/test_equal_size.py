@@ -198,8 +198,8 @@ def test_a_win_at_the_majority_class_is_marked():
     from kbert.report.equal_size import verdicts, won_at_majority
 
     def row(family, mean, sd, majority):
-        return {"model": family, "budget": "k", "family": family, "task": "mnli", "eval_split": "validation_matched",
-                "n": 3, "score_mean": mean, "score_sd": sd, "majority": majority}
+        return {"model": family, "budget": "k", "family": family, "variant": "full", "task": "mnli",
+                "eval_split": "validation_matched", "n": 3, "score_mean": mean, "score_sd": sd, "majority": majority}
 
     at_majority = pd.DataFrame([row("kronecker", 0.34, 0.03, 0.378), row("dense", 0.378, 0.0, 0.378),
                                 row("lowrank", 0.50, 0.01, 0.378)]).set_index("family", drop=False)
@@ -245,3 +245,27 @@ def test_initialisation_error_per_matrix_group(tmp_path):
     assert "Initialisation error" in heading
     assert [r[1] for r in rows] == ["Kronecker", "Dense (TinyBERT-style)", "Low-rank (SVD)"]
     assert rows[0][3:] == ["0.700", "0.900", "0.900", "0.820"] and rows[1][3] == "random init"
+
+
+def test_start_and_no_general_kd_rows_explain_but_never_decide_a_verdict():
+    """no_general_kd runs and start-of-task-KD scores fill the "start and end" block; the
+    verdicts count the full runs only."""
+    import pandas as pd
+
+    from kbert.report.equal_size import _start_block, start_scores, verdicts
+
+    def row(family, variant, mean):
+        return {"model": family, "budget": "k", "family": family, "variant": variant, "task": "sst2",
+                "eval_split": "validation", "n": 3, "score_mean": mean, "score_sd": 0.01, "majority": 0.509}
+
+    summary = pd.DataFrame([row("kronecker", "full", 0.80), row("lowrank", "full", 0.70),
+                            row("kronecker", "no_general_kd", 0.60), row("lowrank", "no_general_kd", 0.95)])
+    wins = verdicts(summary).set_index("rival")
+    assert wins.loc["lowrank", "winner"] == "kronecker"  # the no_general_kd 0.95 is not the comparison
+    starts = pd.DataFrame([{"model": "kronecker", "family": "kronecker", "budget": "k", "variant": "full",
+                            "task": "sst2", "eval_split": "validation", "seed": 0, "score": 0.55}])
+    title, header, rows = _start_block(summary, starts, "k", {"k": "8x"})
+    assert "Budget of 8x" in title and header[0] == "Task"
+    assert rows[0] == ["SST-2", "Kronecker", "55.0", "80.0 ± 1.0 (n=3)", "–", "60.0 ± 1.0 (n=3)"]
+    assert rows[1][:3] == ["SST-2", "Low-rank (SVD)", "–"] and rows[1][5] == "95.0 ± 1.0 (n=3)"
+    assert _start_block(summary[summary["variant"] == "full"], start_scores([], {}), "k", {}) is None

@@ -219,13 +219,18 @@ def test_lint_is_clean(tmp_path):
 
 
 # The equal-size sweep (target `equal_size`): 6 students (4 baselines + the 2 Kronecker
-# students they match); default: 8 GLUE tasks, 5 seeds on CoLA/MRPC/STS-B/RTE, else 3.
+# students they match); default: 6 GLUE tasks, 5 seeds on CoLA/MRPC/STS-B, else 3, plus
+# one no_general_kd run per (student, task) and a start-of-task-KD evaluation of each
+# (student, variant, task).
 EXPECTED_EQUAL_SIZE = {
-    "config/config.yaml": {"finetune_teacher": 8, "compress": 6, "general_kd": 6, "task_kd": 6 * (4 * 5 + 4 * 3),
+    "config/config.yaml": {"finetune_teacher": 6, "compress": 6, "general_kd": 6,
+                           "task_kd": 6 * (3 * 5 + 3 * 3) + 6 * 6, "task_kd_start": 6 * 6 * 2,
                            "bench_equal_size": 1, "equal_size": 1},
-    "config/paper.yaml": {"finetune_teacher": 10, "compress": 6, "general_kd": 6, "task_kd": 6 * (4 * 5 + 6 * 3),
+    "config/paper.yaml": {"finetune_teacher": 10, "compress": 6, "general_kd": 6,
+                          "task_kd": 6 * (4 * 5 + 6 * 3) + 6 * 10, "task_kd_start": 6 * 10 * 2,
                           "bench_equal_size": 1, "equal_size": 1},
-    "config/smoke.yaml": {"finetune_teacher": 2, "compress": 3, "general_kd": 3, "task_kd": 3 * (3 + 2),
+    "config/smoke.yaml": {"finetune_teacher": 2, "compress": 3, "general_kd": 3,
+                          "task_kd": 3 * (3 + 2) + 3 * 2, "task_kd_start": 3 * 2 * 2,
                           "bench_equal_size": 1, "equal_size": 1},
 }
 
@@ -246,7 +251,19 @@ def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
             for task in sweep["tasks"]:
                 for seed in sweep["per_task_seeds"].get(task, sweep["seeds"]):
                     expected.add((student, "full", task, str(seed)))
+                for seed in sweep["no_general_kd_seeds"]:
+                    expected.add((student, "no_general_kd", task, str(seed)))
     assert runs == expected
+    # The start of task KD: each (student, variant, task) once, with the task's first seed,
+    # from the same init as its task-KD runs.
+    starts = [(dict(re.findall(r"--(task|student|variant|seed|init) (\S+)", c))) for c in shell_commands(proc.out)
+              if " task-kd-start " in c]
+    first_seed = {}
+    for student, variant, task, seed in sorted(expected, key=lambda r: int(r[3])):
+        first_seed.setdefault((student, variant, task), seed)
+    assert {(d["student"], d["variant"], d["task"], d["seed"]) for d in starts} == {
+        (*cell, seed) for cell, seed in first_seed.items()}
+    assert all(Path(d["init"]).name == ("init" if d["variant"] == "no_general_kd" else "general") for d in starts)
     families = {students[s]["family"] for s, *_ in runs}
     assert families == {"kronecker", "lowrank", "dense"}
     # Every baseline is compressed against its own budget: one compress job per student.

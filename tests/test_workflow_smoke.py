@@ -71,9 +71,16 @@ def test_equal_size_outputs(smoke_run):
     runs = pd.read_csv(out / "runs.csv")
     students = runs[runs["family"] != "teacher"]
     sweep = config["equal_size"]
-    expected = {(s, t, seed) for s in ["kron_4", *sweep["students"]] for t in sweep["tasks"]
+    expected = {(s, "full", t, seed) for s in ["kron_4", *sweep["students"]] for t in sweep["tasks"]
                 for seed in sweep["per_task_seeds"].get(t, sweep["seeds"])}
-    assert set(zip(students["model"], students["task"], students["seed"])) == expected
+    expected |= {(s, "no_general_kd", t, seed) for s in ["kron_4", *sweep["students"]] for t in sweep["tasks"]
+                 for seed in sweep["no_general_kd_seeds"]}
+    assert set(zip(students["model"], students["variant"], students["task"], students["seed"])) == expected
+    # The start of task KD: one score per (student, variant, task), on the main split.
+    start = pd.read_csv(out / "start.csv")
+    assert sorted(zip(start["model"], start["variant"], start["task"])) == sorted(
+        {(s, v, t) for s, v, t, _ in expected})
+    assert start["score"].notna().all()
     assert set(students["family"]) == {"kronecker", "lowrank", "dense"}
     assert set(students["budget"]) == {"kron_4"}
     # Equal size: every family within 5% of the Kronecker student's parameter count.
@@ -95,6 +102,7 @@ def test_equal_size_outputs(smoke_run):
     init = pd.read_csv(out / "init_error.csv").set_index("family")
     assert set(init.index) == {"kronecker", "lowrank", "dense"} and init.loc["kronecker", "error_all"] > 0
     assert "Initialisation error" in table
+    assert "score at the start and the end of task KD, with and without general KD" in table
     # Speed at equal size: every family at both budgets of both teacher configs, one run.
     speed = pd.read_csv(out / "speed.csv")
     assert set(speed["config"]) == {"bert-base-uncased", "all-MiniLM-L6-v2"}

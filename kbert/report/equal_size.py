@@ -8,6 +8,11 @@ and budget, at (within 5%) the same parameter count as the Kronecker student it
     runs.csv       one row per (model, task, seed, eval split), as glue.csv
     summary.csv    mean, sd, median over seeds, with the size budget each model belongs to
                    and the split's majority-class score (what no learning reaches)
+    start.csv      with ``starts`` (task_kd_start records, ``equal_size.start_scores``): each
+                   student's dev score as task KD starts, before any step (its init encoder
+                   with the teacher's head), per variant; with the no_general_kd runs
+                   (``equal_size.no_general_kd_seeds``) the table's "start and end" block,
+                   which says how much of each final score the starting point had
     init_error.csv per student: the mean relative Frobenius error of its SVD initialisation
                    per matrix group (attention, FFN, word embedding) and over all factorised
                    matrices, from its compress metrics (dense students start from random
@@ -128,11 +133,13 @@ def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
     return scored[scored["eval_split"] == scored["task"].map(first_split)]
 
 
-def students_and_teachers(summary: pd.DataFrame) -> tuple[pd.DataFrame, pd.Series]:
-    """Main-split student rows, and the teacher's mean score per task."""
+def students_and_teachers(summary: pd.DataFrame, variant: str | None = "full") -> tuple[pd.DataFrame, pd.Series]:
+    """Main-split student rows of one task-KD ``variant`` (the comparison: full; None: every
+    variant), and the teacher's mean score per task."""
     is_teacher = summary["family"] == TEACHER_FAMILY
     teachers = main_rows(summary[is_teacher]).set_index("task")["score_mean"]
-    return main_rows(summary[~is_teacher]), teachers
+    students = summary[~is_teacher & ((summary["variant"] == variant) if variant else True)]
+    return main_rows(students), teachers
 
 
 def budgets_by_size(students: pd.DataFrame) -> list[str]:
@@ -198,7 +205,51 @@ def _verdict_cell(row: pd.Series | None) -> str:
     return row["winner"] + (" (at majority)" if won_at_majority(row["winner_above_majority"]) else "")
 
 
-def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.DataFrame | None = None) -> Table:
+def start_scores(starts, students: dict) -> pd.DataFrame:
+    """One row per task_kd_start record's main eval split: model, family, budget, variant,
+    task, score (the dev score before any task-KD step)."""
+    columns = ["model", "family", "budget", "variant", "task", "eval_split", "seed", "score"]
+    rows = aggregate.read_runs(starts or [])
+    if not rows:
+        return pd.DataFrame(columns=columns)
+    frame = pd.DataFrame(rows)
+    frame["budget"] = [budget_of(students, m) for m in frame["model"]]
+    first_split = frame.groupby("task")["eval_split"].min()
+    frame = frame[frame["eval_split"] == frame["task"].map(first_split)]
+    return frame[columns].sort_values(["budget", "task", "family", "variant"], kind="stable").reset_index(drop=True)
+
+
+def _score(value) -> str:
+    return MISSING if value is None or pd.isna(value) else fmt_number(100 * value)
+
+
+def _start_block(summary: pd.DataFrame, starts: pd.DataFrame, budget: str, labels: dict):
+    """Per (task, family) of one budget: the score as task KD starts and where it ends, after
+    general KD (full) and without it (no_general_kd). None when neither part was run."""
+    finals = {variant: students_and_teachers(summary, variant)[0] for variant in ("full", "no_general_kd")}
+    if finals["no_general_kd"].empty and starts.empty:
+        return None
+    header = ["Task", "Family", "Start (after general KD)", "End: full", "Start (init, no general KD)",
+              "End: no general KD"]
+    rows = []
+    full = finals["full"][finals["full"]["budget"] == budget]
+    for task in sorted(full["task"].unique()):
+        for family in ("kronecker", *RIVALS):
+            cells = []
+            for variant in ("full", "no_general_kd"):
+                start = starts[(starts["budget"] == budget) & (starts["task"] == task) & (starts["family"] == family)
+                               & (starts["variant"] == variant)]["score"]
+                end = finals[variant]
+                end = end[(end["budget"] == budget) & (end["task"] == task) & (end["family"] == family)]
+                cells += [_score(start.iloc[0] if len(start) else None), _cell(end.iloc[0] if len(end) else None)]
+            if any(c != MISSING for c in cells):
+                rows.append([task_label(task), FAMILY_LABELS[family], *cells])
+    return (f"Budget of {labels.get(budget, budget)}: score at the start and the end of task KD, with and "
+            "without general KD", header, rows)
+
+
+def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.DataFrame | None = None,
+          starts: pd.DataFrame | None = None) -> Table:
     students, teachers = students_and_teachers(summary)
     blocks = []
     for budget in budgets_by_size(students):
@@ -226,6 +277,16 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.Data
         "Same teacher, data, general KD and task KD settings for every family; see config.<hash>.resolved.yaml in the work directory.",
         "Setup: " + our_setup(summary[summary["family"] != TEACHER_FAMILY]),
     ]
+    starts = starts if starts is not None else start_scores([], {})
+    start_blocks = [block for block in (_start_block(summary, starts, b, labels) for b in budgets_by_size(students))
+                    if block is not None]
+    if start_blocks:
+        blocks += start_blocks
+        notes.append("Start: the dev score of the student task KD starts from, before any step (its encoder after "
+                     "general KD, or its initialisation, with the fine-tuned teacher's pooler and head; a dense "
+                     "student's narrower head starts random, so it starts near chance). End: mean ± sd over seeds "
+                     "(n). What a family gains between start and end is what task KD taught it; what it loses "
+                     "without general KD is what general KD gave it.")
     if init is not None and not init.empty:
         blocks.append(_init_block(init, labels))
         notes.append("Initialisation error: ||W_init - W|| / ||W|| per factorised teacher matrix (nearest Kronecker "
@@ -353,7 +414,8 @@ def write_speed(speed_csv: str | Path, out_dir: str | Path) -> pd.DataFrame:
     return speed
 
 
-def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = None) -> dict[str, pd.DataFrame]:
+def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = None,
+          starts=None) -> dict[str, pd.DataFrame]:
     """Everything of the comparison into ``out_dir`` (see the module docstring)."""
     out_dir = Path(out_dir)
     students = config["students"]
@@ -361,13 +423,15 @@ def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = No
     summary = summarise(frame, config)
     wins = verdicts(summary)
     init = init_errors(runs, students)
-    for name, part in (("runs", frame), ("summary", summary), ("verdicts", wins), ("init_error", init)):
+    start = start_scores(starts, students)
+    parts = [("runs", frame), ("summary", summary), ("verdicts", wins), ("init_error", init)]
+    for name, part in parts + ([("start", start)] if starts else []):
         write_csv(out_dir / f"{name}.csv", part)
     labels = {name: spec.get("label", name) for name, spec in students.items()}
-    rendered = table(summary, wins, labels, init)
+    rendered = table(summary, wins, labels, init, start)
     write_table(rendered, out_dir)
     figure(summary, out_dir, labels)
-    written = {"runs": frame, "summary": summary, "verdicts": wins, "init_error": init}
+    written = {**dict(parts), **({"start": start} if starts else {})}
     if speed is not None:
         written["speed"] = write_speed(speed, out_dir)
     log.info("equal-size comparison: %d runs into %s", len(frame), out_dir)

@@ -55,6 +55,32 @@ def student_task_model(encoder: KBertModel, teacher, kind: str, num_labels: int)
     return model
 
 
+def starting_models(task: str, init_dir: str, teacher_dir: str, device) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """(fine-tuned teacher, student task model) as task KD starts: the student is the
+    encoder of ``init_dir`` with the teacher's head (kbert/stages/task_kd_start.py
+    evaluates exactly this). Call it right after seeding: a narrower student's random head
+    draws from the seeded generator."""
+    spec = get_task(task)
+    teacher = TASK_MODELS[spec.kind].from_pretrained(Path(teacher_dir) / "model").eval()
+    encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
+    model = student_task_model(encoder, teacher, spec.kind, spec.num_labels).to(device)
+    return teacher.to(device), model
+
+
+def run_record(config: dict, task: str, student: str, variant: str, seed: int, model, teacher,
+               max_seq_length: int) -> dict:
+    """What a task-KD record says about its run and its student (size, shapes, FLOPs)."""
+    params = count_parameters(model.config)
+    return {
+        "task": task, "model": student, "family": config["students"][student].get("family", "kronecker"),
+        "variant": variant, "augment": variant == "full_aug", "seed": seed,
+        "params": params, "compression_factor": count_parameters(teacher.config) / params,
+        "flops": count_flops(model.config, max_seq_length),
+        "kronecker": model.config.kronecker, "low_rank": model.config.low_rank,
+        "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
+    }
+
+
 def augmented_rows(path: str | None) -> Dataset | None:
     """The new rows of an augmentation parquet (its originals are already in the train split)."""
     if path is None:
@@ -88,10 +114,7 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     check_batch_size(s["batch_size"], rt, f"task_kd ({task}, {student})")
 
     tokenizer = tokenizer_for(config["teacher"])
-    teacher = TASK_MODELS[spec.kind].from_pretrained(Path(teacher_dir) / "model").eval()
-    encoder = KBertModel.from_pretrained(Path(init_dir) / "model")
-    model = student_task_model(encoder, teacher, spec.kind, spec.num_labels).to(rt.device)
-    teacher.to(rt.device)
+    teacher, model = starting_models(task, init_dir, teacher_dir, rt.device)
     features = train_features(task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], augmented_rows(augmented))
     weights = {"supervised": 1.0} if variant == "no_task_kd" else s["losses"]
 
@@ -133,15 +156,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
                      desc=f"task KD {run_name} (prediction layer)",
                      inputs={**inputs, "phase": "prediction"}, runtime=rt)
 
-    dense_params = count_parameters(teacher.config)
-    params = count_parameters(model.config)
     metrics = {
-        "task": task, "model": student, "family": config["students"][student].get("family", "kronecker"),
-        "variant": variant, "augment": variant == "full_aug", "seed": seed,
-        "params": params, "compression_factor": dense_params / params,
-        "flops": count_flops(model.config, s["max_seq_length"]),
-        "kronecker": model.config.kronecker, "low_rank": model.config.low_rank,
-        "shape": {k: getattr(model.config, k) for k in ("hidden_size", "num_hidden_layers", "intermediate_size")},
+        **run_record(config, task, student, variant, seed, model, teacher, s["max_seq_length"]),
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "general_kd_epochs": general_kd_epochs(init_dir),

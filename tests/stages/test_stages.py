@@ -7,7 +7,7 @@ import pytest
 import yaml
 
 from kbert.config import load_config, stage_settings
-from kbert.stages import augment, compress, evaluate_ood, finetune_teacher, general_kd, task_kd
+from kbert.stages import augment, compress, evaluate_ood, finetune_teacher, general_kd, task_kd, task_kd_start
 from helpers import REPO
 
 
@@ -42,7 +42,7 @@ def test_general_kd_lowers_the_distillation_loss(compressed, tmp_path, smoke_con
     assert metrics["steps"] == 40
 
 
-@pytest.mark.parametrize("stage", [compress, general_kd, task_kd, augment, finetune_teacher, evaluate_ood],
+@pytest.mark.parametrize("stage", [compress, general_kd, task_kd, task_kd_start, augment, finetune_teacher, evaluate_ood],
                          ids=lambda m: m.__name__)
 def test_config_sections_name_known_sections(stage, smoke_config):
     """A misspelt section fails here, not only in the workflow's fingerprint."""
@@ -62,6 +62,29 @@ def test_task_kd_rejects_bad_variants(smoke_config, tmp_path):
         task_kd.run(smoke_config, "mrpc", "kron_4", "half", 0, "a", "b", str(tmp_path / "o"))
     with pytest.raises(ValueError, match="full_aug needs --augmented"):
         task_kd.run(smoke_config, "mrpc", "kron_4", "full_aug", 0, "a", "b", str(tmp_path / "o"))
+
+
+@pytest.mark.parametrize("student", ["kron_4", "dense_4"])
+def test_task_kd_start_scores_the_model_task_kd_starts_from(student, compressed, tmp_path, smoke_config, monkeypatch):
+    """task-kd-start evaluates exactly the model a task-KD run of the same seed starts from:
+    with task KD's training skipped, the run scores the same. dense_4 is narrower than the
+    teacher, so its head is random and the seed has to give the same draws."""
+    finetune_teacher.run(smoke_config, "mrpc", str(tmp_path / "teacher"))
+    init = compressed if student == "kron_4" else tmp_path / "dense_init"
+    if student != "kron_4":
+        compress.run(smoke_config, student, str(init))
+    start = task_kd_start.run(smoke_config, "mrpc", student, "no_general_kd", 1, str(init), str(tmp_path / "teacher"),
+                              str(tmp_path / "start"))
+    assert start["stage"] == "task_kd_start" and start["variant"] == "no_general_kd" and start["general_kd_epochs"] == 0
+    assert json.loads((tmp_path / "start" / "metrics.json").read_text())["results"] == start["results"]
+    monkeypatch.setattr(task_kd, "train", lambda *args, **kwargs: [])  # no step: the model stays where it starts
+    untrained = task_kd.run(smoke_config, "mrpc", student, "no_general_kd", 1, str(init), str(tmp_path / "teacher"),
+                            str(tmp_path / "kd"))
+    assert untrained["results"] == start["results"]
+    assert {k: untrained[k] for k in ("params", "flops", "family")} == {k: start[k] for k in ("params", "flops", "family")}
+    with pytest.raises(ValueError, match="starts from the same student as full"):
+        task_kd_start.run(smoke_config, "mrpc", student, "no_task_kd", 1, str(init), str(tmp_path / "teacher"),
+                          str(tmp_path / "x"))
 
 
 def test_config_without_students_is_rejected_before_any_work(smoke_config):

@@ -127,6 +127,7 @@ RES = {
         "general_kd",
         "augment",
         "task_kd",
+        "task_kd_start",
         "evaluate_ood",
         "aggregate",
         "report",
@@ -187,18 +188,34 @@ def task_kd_jobs():
 
 
 def equal_size_jobs():
-    """(student, "full", task, seed) of the equal-size sweep: every listed student and the
-    Kronecker students they match, on every listed task, with that task's seeds."""
+    """(student, variant, task, seed) of the equal-size sweep: every listed student and the
+    Kronecker students they match, on every listed task: `full` with that task's seeds,
+    `no_general_kd` with `no_general_kd_seeds`."""
     listed = EQUAL_SIZE["students"]
     matched = [config["students"][s].get("match") for s in listed]
     students = list(dict.fromkeys(m for m in matched + listed if m))
+    seeds = {"full": lambda task: EQUAL_SIZE["per_task_seeds"].get(task, EQUAL_SIZE["seeds"]),
+             "no_general_kd": lambda task: EQUAL_SIZE["no_general_kd_seeds"]}
     return [
-        (student, "full", task, seed)
+        (student, variant, task, seed)
+        for variant in seeds
         for student in students
         for task in EQUAL_SIZE["tasks"]
         if task not in UNAVAILABLE
-        for seed in EQUAL_SIZE["per_task_seeds"].get(task, EQUAL_SIZE["seeds"])
+        for seed in seeds[variant](task)
     ]
+
+
+def equal_size_start_jobs():
+    """(student, variant, task, seed) whose starting point `task_kd_start` evaluates (with
+    `equal_size.start_scores`): each (student, variant, task) of the sweep, with its first
+    seed (the seed matters only to a narrower student's random head)."""
+    if not EQUAL_SIZE["start_scores"]:
+        return []
+    first = {}
+    for student, variant, task, seed in equal_size_jobs():
+        first.setdefault((student, variant, task), seed)
+    return [(*cell, seed) for cell, seed in first.items()]
 
 
 def ladder_jobs():
@@ -249,6 +266,10 @@ def student_stage(student, stage):
 
 def task_kd_metrics(student, variant, task, seed):
     return f"{WORK}/task_kd/{student}/{variant}/{task}/seed{seed}/metrics.json"
+
+
+def task_kd_start_metrics(student, variant, task, seed):
+    return f"{WORK}/task_kd_start/{student}/{variant}/{task}/seed{seed}/metrics.json"
 
 
 # Out-of-distribution sets (Table 9) evaluated by `all`, by source task; the others are
@@ -306,6 +327,15 @@ def equal_size_metrics():
         + [task_kd_metrics(*job) for job in equal_size_jobs()]
         + [student_stage(s, "init")["metrics"] for s in students]
     )
+
+
+def equal_size_start_metrics():
+    """The task_kd_start records of the sweep (none without `equal_size.start_scores`)."""
+    return [task_kd_start_metrics(*job) for job in equal_size_start_jobs()]
+
+
+def starts_arg(wildcards, input):
+    return "--starts " + " ".join(map(shlex.quote, input.starts)) if input.starts else ""
 
 
 def ladder_metrics():

@@ -64,6 +64,7 @@ rule report:
 rule equal_size:
     input:
         runs=equal_size_metrics(),
+        starts=equal_size_start_metrics(),
         speed=EQUAL_SIZE_SPEED,
     output:
         report(
@@ -74,6 +75,7 @@ rule equal_size:
         ),
     params:
         cfg=resolved_config,
+        starts=starts_arg,
     log:
         f"{LOGS}/equal_size.log",
     threads: RES["report"]["threads"]
@@ -82,7 +84,7 @@ rule equal_size:
         "../../environment.yml"
     shell:
         "python -m kbert.cli equal-size --config {params.cfg:q} --threads {threads}"
-        " --runs {input.runs:q} --speed {input.speed:q} --out {output:q} > {log:q} 2>&1"
+        " --runs {input.runs:q} --speed {input.speed:q} {params.starts} --out {output:q} > {log:q} 2>&1"
 
 
 # The GLUE test server's files of one model (teacher or student): every test split the
