@@ -252,7 +252,7 @@ def test_start_and_no_general_kd_rows_explain_but_never_decide_a_verdict():
     verdicts count the full runs only."""
     import pandas as pd
 
-    from kbert.report.equal_size import _start_block, start_scores, verdicts
+    from kbert.report.equal_size import START_VARIANTS, _start_block, start_scores, students_and_teachers, table, verdicts
 
     def row(family, variant, mean):
         return {"model": family, "budget": "k", "family": family, "variant": variant, "task": "sst2",
@@ -264,8 +264,14 @@ def test_start_and_no_general_kd_rows_explain_but_never_decide_a_verdict():
     assert wins.loc["lowrank", "winner"] == "kronecker"  # the no_general_kd 0.95 is not the comparison
     starts = pd.DataFrame([{"model": "kronecker", "family": "kronecker", "budget": "k", "variant": "full",
                             "task": "sst2", "eval_split": "validation", "seed": 0, "score": 0.55}])
-    title, header, rows = _start_block(summary, starts, "k", {"k": "8x"})
+    finals = {variant: students_and_teachers(summary, variant)[0] for variant in START_VARIANTS}
+    title, header, rows = _start_block(finals, starts, "k", {"k": "8x"})
     assert "Budget of 8x" in title and header[0] == "Task"
     assert rows[0] == ["SST-2", "Kronecker", "55.0", "80.0 ± 1.0 (n=3)", "–", "60.0 ± 1.0 (n=3)"]
     assert rows[1][:3] == ["SST-2", "Low-rank (SVD)", "–"] and rows[1][5] == "95.0 ± 1.0 (n=3)"
-    assert _start_block(summary[summary["variant"] == "full"], start_scores([], {}), "k", {}) is None
+    # Neither part run (full runs only, no start scores): the table has no such block.
+    teacher = {**row("teacher", "teacher", 0.876), "model": "teacher", "budget": None}
+    full_only = pd.concat([summary[summary["variant"] == "full"], pd.DataFrame([teacher])]).assign(
+        params=1000, preset="default", teacher="t", data_status="full", n_examples=872)
+    titles = [block[0] for block in table(full_only, verdicts(full_only), {}, starts=start_scores([], {})).blocks]
+    assert titles and not any("start and the end of task KD" in title for title in titles)

@@ -126,11 +126,15 @@ def summarise(frame: pd.DataFrame, config: dict) -> pd.DataFrame:
     return summary
 
 
+def first_split_rows(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of each task's first eval split (MNLI: matched)."""
+    first_split = frame.groupby("task")["eval_split"].min()
+    return frame[frame["eval_split"] == frame["task"].map(first_split)]
+
+
 def main_rows(summary: pd.DataFrame) -> pd.DataFrame:
-    """One scored row per (model, task): the task's first eval split (MNLI: matched)."""
-    scored = summary[summary["n"] > 0]
-    first_split = scored.groupby("task")["eval_split"].min()
-    return scored[scored["eval_split"] == scored["task"].map(first_split)]
+    """One scored row per (model, task): the task's first eval split."""
+    return first_split_rows(summary[summary["n"] > 0])
 
 
 def students_and_teachers(summary: pd.DataFrame, variant: str | None = "full") -> tuple[pd.DataFrame, pd.Series]:
@@ -214,21 +218,20 @@ def start_scores(starts, students: dict) -> pd.DataFrame:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows)
     frame["budget"] = [budget_of(students, m) for m in frame["model"]]
-    first_split = frame.groupby("task")["eval_split"].min()
-    frame = frame[frame["eval_split"] == frame["task"].map(first_split)]
-    return frame[columns].sort_values(["budget", "task", "family", "variant"], kind="stable").reset_index(drop=True)
+    return first_split_rows(frame)[columns].sort_values(["budget", "task", "family", "variant"], kind="stable").reset_index(drop=True)
 
 
 def _score(value) -> str:
     return MISSING if value is None or pd.isna(value) else fmt_number(100 * value)
 
 
-def _start_block(summary: pd.DataFrame, starts: pd.DataFrame, budget: str, labels: dict):
-    """Per (task, family) of one budget: the score as task KD starts and where it ends, after
-    general KD (full) and without it (no_general_kd). None when neither part was run."""
-    finals = {variant: students_and_teachers(summary, variant)[0] for variant in ("full", "no_general_kd")}
-    if finals["no_general_kd"].empty and starts.empty:
-        return None
+START_VARIANTS = ("full", "no_general_kd")
+
+
+def _start_block(finals: dict[str, pd.DataFrame], starts: pd.DataFrame, budget: str, labels: dict):
+    """Per (task, family) of one budget: the score as task KD starts and where it ends
+    (``finals``: the main-split rows of each of START_VARIANTS), after general KD (full) and
+    without it (no_general_kd)."""
     header = ["Task", "Family", "Start (after general KD)", "End: full", "Start (init, no general KD)",
               "End: no general KD"]
     rows = []
@@ -236,7 +239,7 @@ def _start_block(summary: pd.DataFrame, starts: pd.DataFrame, budget: str, label
     for task in sorted(full["task"].unique()):
         for family in ("kronecker", *RIVALS):
             cells = []
-            for variant in ("full", "no_general_kd"):
+            for variant in START_VARIANTS:
                 start = starts[(starts["budget"] == budget) & (starts["task"] == task) & (starts["family"] == family)
                                & (starts["variant"] == variant)]["score"]
                 end = finals[variant]
@@ -277,11 +280,10 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.Data
         "Same teacher, data, general KD and task KD settings for every family; see config.<hash>.resolved.yaml in the work directory.",
         "Setup: " + our_setup(summary[summary["family"] != TEACHER_FAMILY]),
     ]
+    finals = {variant: students_and_teachers(summary, variant)[0] for variant in START_VARIANTS}
     starts = starts if starts is not None else start_scores([], {})
-    start_blocks = [block for block in (_start_block(summary, starts, b, labels) for b in budgets_by_size(students))
-                    if block is not None]
-    if start_blocks:
-        blocks += start_blocks
+    if not (finals["no_general_kd"].empty and starts.empty):  # either part of the block was run
+        blocks += [_start_block(finals, starts, budget, labels) for budget in budgets_by_size(students)]
         notes.append("Start: the dev score of the student task KD starts from, before any step (its encoder after "
                      "general KD, or its initialisation, with the fine-tuned teacher's pooler and head; a dense "
                      "student's narrower head starts random, so it starts near chance). End: mean ± sd over seeds "
@@ -424,14 +426,15 @@ def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = No
     wins = verdicts(summary)
     init = init_errors(runs, students)
     start = start_scores(starts, students)
-    parts = [("runs", frame), ("summary", summary), ("verdicts", wins), ("init_error", init)]
-    for name, part in parts + ([("start", start)] if starts else []):
+    written = {"runs": frame, "summary": summary, "verdicts": wins, "init_error": init}
+    if starts:
+        written["start"] = start
+    for name, part in written.items():
         write_csv(out_dir / f"{name}.csv", part)
     labels = {name: spec.get("label", name) for name, spec in students.items()}
     rendered = table(summary, wins, labels, init, start)
     write_table(rendered, out_dir)
     figure(summary, out_dir, labels)
-    written = {**dict(parts), **({"start": start} if starts else {})}
     if speed is not None:
         written["speed"] = write_speed(speed, out_dir)
     log.info("equal-size comparison: %d runs into %s", len(frame), out_dir)

@@ -42,7 +42,6 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
     rt = runtime(config)
     tokenizer = tokenizer_for(config["teacher"])
     teacher, model = starting_models(task, init_dir, teacher_dir, rt.device)
-    model.eval()
     data_sha256 = data_checksum(task, data_cfg["source"])
     metrics = {
         **run_record(config, task, student, variant, seed, model, teacher, s["max_seq_length"]),

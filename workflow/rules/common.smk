@@ -194,16 +194,20 @@ def equal_size_jobs():
     listed = EQUAL_SIZE["students"]
     matched = [config["students"][s].get("match") for s in listed]
     students = list(dict.fromkeys(m for m in matched + listed if m))
-    seeds = {"full": lambda task: EQUAL_SIZE["per_task_seeds"].get(task, EQUAL_SIZE["seeds"]),
-             "no_general_kd": lambda task: EQUAL_SIZE["no_general_kd_seeds"]}
     return [
         (student, variant, task, seed)
-        for variant in seeds
+        for variant in ("full", "no_general_kd")
         for student in students
         for task in EQUAL_SIZE["tasks"]
         if task not in UNAVAILABLE
-        for seed in seeds[variant](task)
+        for seed in equal_size_seeds(variant, task)
     ]
+
+
+def equal_size_seeds(variant, task):
+    if variant == "no_general_kd":
+        return EQUAL_SIZE["no_general_kd_seeds"]
+    return EQUAL_SIZE["per_task_seeds"].get(task, EQUAL_SIZE["seeds"])
 
 
 def equal_size_start_jobs():
