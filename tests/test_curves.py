@@ -32,6 +32,20 @@ def test_learning_curve_table_from_runs(tmp_path):
     assert pd.read_csv(tmp_path / "out" / "curve.csv")["minutes"].tolist() == [1.25, 4.5]
 
 
+def test_learning_curve_shows_the_key_metrics_a_score_averages(tmp_path):
+    """SQuAD's key score is the mean of EM and F1: the table and the CSV show both."""
+    run = tmp_path / "runs" / "squad_v1" / "n4000"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({
+        "task": "squad_v1", "model": "teacher", "train_examples": 4057,
+        "results": [{"eval_split": "validation", "n_examples": 1000, "score": 0.557,
+                     "metrics": {"squad_v1_em": 0.488, "squad_v1_f1": 0.626}}],
+        "provenance": {"wall_time_s": 2079.0}}))
+    frame = write([tmp_path / "runs"], tmp_path / "out", load_config("config/ladder.yaml"))
+    assert frame[["squad_v1_em", "squad_v1_f1"]].iloc[0].tolist() == [0.488, 0.626]
+    assert "| 4,057 | 55.7 (EM 48.8, F1 62.6) | 34.6 |" in (tmp_path / "out" / "curve.md").read_text()
+
+
 def test_learning_curve_tasks_must_be_configured():
     import yaml
 

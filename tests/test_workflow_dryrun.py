@@ -38,9 +38,10 @@ def shell_commands(output: str) -> list[str]:
 EXPECTED = {
     "config/config.yaml": {
         # 10 available tasks (QQP has no offline data), 2 students; task KD: full on
-        # 10 tasks x 2 students + 3 ablation variants x 3 tasks x KroneckerBERT_8 only.
+        # 10 tasks x 2 students + 2 ablation variants x 3 tasks x KroneckerBERT_8 only; no
+        # augmentation (config/augment.yaml adds it).
         # GLUE server files: the teacher and both students (offline test splits: MRPC, AX).
-        "finetune_teacher": 10, "compress": 2, "general_kd": 2, "augment": 3, "task_kd": 29,
+        "finetune_teacher": 10, "compress": 2, "general_kd": 2, "task_kd": 26,
         "glue_submission": 3, "aggregate": 1, "report": 1, "bench_models": 1, "bench_layers": 1, "all": 1,
     },
     "config/paper.yaml": {
@@ -104,18 +105,31 @@ def test_default_dag_variants_and_unavailable_tasks(dry_runs):
     commands = shell_commands(proc.out)
     task_kd = [dict(re.findall(r"--(task|student|variant|seed) (\S+)", c)) for c in commands if " task-kd " in c]
     by_variant = Counter(run["variant"] for run in task_kd)
-    assert by_variant == {"full": 20, "full_aug": 3, "no_general_kd": 3, "no_task_kd": 3}
+    assert by_variant == {"full": 20, "no_general_kd": 3, "no_task_kd": 3}
     assert {r["task"] for r in task_kd if r["variant"] != "full"} == {"mrpc", "sst2", "mnli"}
     # QQP has no offline data: no job mentions it (aggregate reads it from the config
     # through kbert.config.unavailable_tasks and lists it as unavailable).
     assert not [c for c in commands if "qqp" in c]
     aggregate = next(c for c in commands if " aggregate " in c)
-    assert aggregate.count("metrics.json") == 10 + 29
-    # full_aug reads the shared augmented file; the others do not.
-    for command in (c for c in commands if " task-kd " in c):
-        assert ("--augmented " in command) == ("--variant full_aug" in command)
+    assert aggregate.count("metrics.json") == 10 + 26
+    assert not [c for c in commands if "--augmented " in c]
     no_gkd = next(c for c in commands if "--variant no_general_kd" in c)
     assert re.search(r"--init work/default/students/\w+/init ", no_gkd)
+
+
+def test_augment_overlay_adds_augmentation_and_full_aug_runs(tmp_path):
+    """config/augment.yaml on the default: one augment job per ablation task, and the
+    full_aug runs (only they) read its augmented file."""
+    overlay = ("--configfile", str(REPO / "config" / "config.yaml"), str(REPO / "config" / "augment.yaml"),
+               "--printshellcmds")   # an option after the files ends --configfile's list
+    proc = run_workflow(tmp_path, extra=overlay)
+    assert proc.returncode == 0, proc.out[-3000:]
+    counts = job_counts(proc.out)
+    assert (counts["augment"], counts["task_kd"]) == (3, 29)
+    task_kd = [c for c in shell_commands(proc.out) if " task-kd " in c]
+    assert sum("--variant full_aug" in c for c in task_kd) == 3
+    for command in task_kd:
+        assert ("--augmented " in command) == ("--variant full_aug" in command)
 
 
 def test_paper_dag_lists_the_ood_jobs_and_aggregates_them(dry_runs):
