@@ -172,10 +172,13 @@ def stage_identity(stage_dir: str | Path, **expected) -> str:
     return sha256_file(path)
 
 
-def provenance(config: dict, started: float, teacher_sha256: str, data_sha256: str | None, seed: int | None) -> dict:
+def provenance(config: dict, started: float, teacher_sha256: str, data_sha256: str | None, seed: int | None,
+               settings: dict | None = None) -> dict:
     """The ``provenance`` of a stage's metrics.json; the caller hashes what it read
-    (``kbert.teachers.teacher_hash``, its data)."""
+    (``kbert.teachers.teacher_hash``, its data) and passes the settings it ran with
+    (``kbert.config.settings_record``), which ``aggregate`` checks against its config."""
     return {
+        "settings": settings,
         "git_commit": git_commit(),
         "config_hash": config_hash(config),
         "teacher_hash": teacher_sha256,

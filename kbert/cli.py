@@ -125,7 +125,7 @@ def cmd_aggregate(args, config) -> None:
 
     _, unavailable_ood = ood_splits(config)
     aggregate(args.runs, args.out, unavailable=unavailable_tasks(config) + unavailable_ood,
-              majority=majority_frame(config))
+              majority=majority_frame(config), config=config)
 
 
 def cmd_report(args, config) -> None:

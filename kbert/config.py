@@ -400,6 +400,42 @@ def stage_settings(config: dict, sections: tuple[str, ...], task: str | None = N
     return picked
 
 
+def settings_fingerprint(config: dict, sections: tuple[str, ...], task: str | None = None,
+                         student: str | None = None) -> str:
+    """Short hash of what one job of a stage depends on: the teacher's identity and its
+    ``stage_settings``. The job's rule reruns it when this changes (Snakemake's params
+    trigger, workflow/rules/common.smk), and its metrics.json records it
+    (``settings_record``), so that ``aggregate`` can refuse a record the config no longer
+    produces (one copied between work directories, or kept with ``--rerun-triggers mtime``)."""
+    parts = {"teacher": {k: config["teacher"][k] for k in ("source", "name", "random")},
+             "offline": config["offline"]}
+    parts.update(stage_settings(config, sections, task=task, student=student))
+    return config_hash(parts)[:16]
+
+
+def settings_record(config: dict, sections: tuple[str, ...], task: str | None = None,
+                    student: str | None = None) -> dict:
+    """The ``provenance.settings`` of a stage's metrics.json: enough to recompute its
+    ``settings_fingerprint`` from another config (``stale_settings``)."""
+    return {"sections": list(sections), "task": task, "student": student,
+            "fingerprint": settings_fingerprint(config, sections, task=task, student=student)}
+
+
+def stale_settings(config: dict, record: dict) -> str | None:
+    """Why a stage's metrics.json was not produced by ``config``'s settings, or None when it
+    was or cannot be told (a record written before records carried ``settings``)."""
+    settings = (record.get("provenance") or {}).get("settings")
+    if not settings:
+        return None
+    if settings["student"] is not None and settings["student"] not in config["students"]:
+        return f"student {settings['student']!r} is not in the config"
+    now = settings_fingerprint(config, tuple(settings["sections"]), task=settings["task"], student=settings["student"])
+    if now != settings["fingerprint"]:
+        return (f"its settings ({', '.join(settings['sections'])}) hash to {settings['fingerprint']}, "
+                f"the config's to {now}")
+    return None
+
+
 def resources(config: dict, rule: str) -> dict:
     """threads, gpu, mem_mb, runtime for one rule: ``resources`` then ``resources.per_rule[rule]``."""
     base = {k: v for k, v in config["resources"].items() if k != "per_rule"}

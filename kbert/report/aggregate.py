@@ -16,6 +16,7 @@ import pandas as pd
 
 from kbert import retention as ret
 from kbert.artifacts import write_csv
+from kbert.config import stale_settings
 from kbert.report.columns import (ABLATION_VARIANTS, LEADING_COLUMNS, MAIN_VARIANTS, PROVENANCE_KEYS,
                                   RECORD_KEYS, SUMMARY_FIRST, SUMMARY_KEYS, TEACHER_FAMILY,
                                   TRAILING_COLUMNS, UNAVAILABLE, UNAVAILABLE_REASON, metric_columns,
@@ -56,6 +57,28 @@ def flatten_metrics(record: dict) -> list[dict]:
     return rows
 
 
+
+
+def check_settings(runs, config: dict) -> None:
+    """Refuse records that ``config`` would not produce: a record's settings fingerprint
+    (``provenance.settings``) differs from the one its stage computes from ``config`` today,
+    which Snakemake would have rerun unless the record was copied in by hand or kept with
+    ``--rerun-triggers mtime``. Records written before records carried settings are logged,
+    not refused: nothing says what produced them."""
+    stale, unchecked = [], 0
+    for path in find_metric_files(runs):
+        record = json.loads(path.read_text())
+        if not (record.get("provenance") or {}).get("settings"):
+            unchecked += 1
+        elif (why := stale_settings(config, record)) is not None:
+            stale.append(f"{path}: {why}")
+    if unchecked:
+        log.warning("%d metrics.json records carry no settings fingerprint (written before they did): "
+                    "not checked against the config", unchecked)
+    if stale:
+        raise ValueError(f"{len(stale)} record(s) were produced with other settings than the config's; rerun them "
+                         "(snakemake --forcerun <file>) or aggregate with the config they were run with:\n  "
+                         + "\n  ".join(stale))
 
 
 def read_runs(runs) -> list[dict]:
@@ -172,15 +195,18 @@ def split_in_distribution(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
 
 
 def aggregate(runs, out_dir: str | Path, unavailable=(),
-              majority: pd.DataFrame | None = None) -> dict[str, pd.DataFrame]:
+              majority: pd.DataFrame | None = None, config: dict | None = None) -> dict[str, pd.DataFrame]:
     """Flatten every ``metrics.json`` under ``runs`` into ``out_dir/*.csv``.
 
     ``runs``: run directories and/or ``metrics.json`` paths. ``unavailable``: task names (or
     ``{"task", ["eval_split"], ["reason"]}`` dicts) that have no data; they get rows with
     empty metrics and ``data_status = unavailable``. ``majority``: the ``majority.csv`` frame
     (:func:`kbert.retention.majority_frame`); without it there is no margin retention.
-    Returns the written frames by file stem.
+    ``config``: the run's config; every record must have been produced with its settings
+    (:func:`check_settings`). Returns the written frames by file stem.
     """
+    if config is not None:
+        check_settings(runs, config)
     rows = read_runs(runs)
     rows.extend(unavailable_rows(unavailable, rows))
     frame = results_frame(rows)

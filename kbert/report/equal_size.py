@@ -421,6 +421,7 @@ def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = No
     """Everything of the comparison into ``out_dir`` (see the module docstring)."""
     out_dir = Path(out_dir)
     students = config["students"]
+    aggregate.check_settings([*runs, *(starts or [])], config)
     frame = collect(runs, students)
     summary = summarise(frame, config)
     wins = verdicts(summary)

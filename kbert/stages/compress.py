@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from kbert.artifacts import provenance, sha256_json, write_stage
-from kbert.config import stage_settings
+from kbert.config import settings_record, stage_settings
 from kbert.data.corpora import load_corpus
 from kbert.students import compress
 from kbert.teachers import load_pretrained, teacher_hash, tokenizer_for
@@ -60,6 +60,7 @@ def run(config: dict, student: str, out_dir: str) -> dict:
     model, report = compress(teacher, spec, match_spec, calibration)
     data_sha256 = None if calibration is None else sha256_json([ids.tolist() for ids in calibration])
     metrics = {"student": student, "stage": "compress", **report,
-               "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, None)}
+               "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, None,
+                                             settings=settings_record(config, CONFIG_SECTIONS, student=student))}
     write_stage(out_dir, metrics, model, tokenizer_for(config["teacher"]))
     return metrics

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from kbert.artifacts import provenance, sha256_json, stage_identity, stage_metrics, write_stage
-from kbert.config import ood_splits, stage_settings
+from kbert.config import ood_splits, settings_record, stage_settings
 from kbert.data.splits import ood_checksum
 from kbert.device import runtime
 from kbert.evaluate import evaluate_ood
@@ -49,7 +49,8 @@ def run(config: dict, run_dir: str, out_dir: str) -> dict:
         "results": results,
         "evaluated_run": stage_identity(run_dir, task=task),
         "provenance": provenance(config, started, teacher_hash(config["teacher"]),
-                                 sha256_json([ood_checksum(ood) for ood in oods]), record.get("seed")),
+                                 sha256_json([ood_checksum(ood) for ood in oods]), record.get("seed"),
+                                 settings=settings_record(config, CONFIG_SECTIONS, task=task)),
     }
     write_stage(out_dir, metrics)
     return metrics

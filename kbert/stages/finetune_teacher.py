@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 
 from kbert.artifacts import provenance, resume_dir, write_stage
-from kbert.config import stage_settings
+from kbert.config import settings_record, stage_settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
 from kbert.data.task_data import train_features
@@ -69,7 +69,8 @@ def run(config: dict, task: str, out_dir: str, max_train_examples: int | None = 
         "flops": count_flops(model.config, s["max_seq_length"]),
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
-        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"]),
+        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"],
+                                 settings=settings_record(config, CONFIG_SECTIONS, task=task)),
     }
     test_files = predict_test(model, task, tokenizer, data_cfg, s["max_seq_length"], runtime=rt)
     if rt.is_main:  # one writer when data-parallel

@@ -24,7 +24,7 @@ import torch
 from datasets import concatenate_datasets
 
 from kbert.artifacts import provenance, resume_dir, stage_identity, stage_metrics, write_stage
-from kbert.config import stage_settings
+from kbert.config import settings_record, stage_settings
 from kbert.data import batching
 from kbert.data.corpora import corpus_documents, documents_sha256
 from kbert.data.packing import packed_windows
@@ -110,7 +110,8 @@ def run(config: dict, student: str, init_dir: str, out_dir: str, epochs: int | N
         "student": student, "stage": "general_kd", "sequences": len(sequences), "steps": len(log),
         "general_kd_epochs": round(prior.get("general_kd_epochs", 0) + len(log) / plan.steps_per_epoch, 3),
         "first_loss": log[0]["loss"], "last_loss": log[-1]["loss"],
-        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"]),
+        "provenance": provenance(config, started, teacher_sha256, data_sha256, s["seed"],
+                                 settings=settings_record(config, CONFIG_SECTIONS, student=student)),
     }
     if rt.is_main:  # one writer when data-parallel
         write_stage(out_dir, metrics, encoder, tokenizer, log)  # the pre-training heads are not kept

@@ -24,7 +24,7 @@ import torch
 from datasets import Dataset
 
 from kbert.artifacts import provenance, resume_dir, sha256_file, stage_identity, stage_metrics, write_stage
-from kbert.config import check_variant, stage_settings
+from kbert.config import check_variant, settings_record, stage_settings
 from kbert.data import batching
 from kbert.data.splits import data_checksum
 from kbert.data.task_data import train_features
@@ -161,7 +161,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "train_examples": len(features),
         "general_kd_epochs": general_kd_epochs(init_dir),
-        "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, seed),
+        "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, seed,
+                                 settings=settings_record(config, CONFIG_SECTIONS, task=task, student=student)),
     }
     test_files = predict_test(model, task, tokenizer, data_cfg, s["max_seq_length"], runtime=rt)
     if rt.is_main:  # one writer when data-parallel

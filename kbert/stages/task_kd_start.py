@@ -14,7 +14,7 @@ from __future__ import annotations
 import time
 
 from kbert.artifacts import provenance, stage_identity, write_stage
-from kbert.config import check_variant, stage_settings
+from kbert.config import check_variant, settings_record, stage_settings
 from kbert.data.splits import data_checksum
 from kbert.device import runtime
 from kbert.evaluate import evaluate
@@ -49,7 +49,8 @@ def run(config: dict, task: str, student: str, variant: str, seed: int, init_dir
         "results": evaluate(model, task, tokenizer, data_cfg, s["max_seq_length"], s["doc_stride"], runtime=rt),
         "general_kd_epochs": general_kd_epochs(init_dir),
         "init_run": init_id, "teacher_run": teacher_id,
-        "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, seed),
+        "provenance": provenance(config, started, teacher_hash(config["teacher"]), data_sha256, seed,
+                                 settings=settings_record(config, CONFIG_SECTIONS, task=task, student=student)),
     }
     if rt.is_main:
         write_stage(out_dir, metrics, config=config)

@@ -429,13 +429,6 @@ def parent_of(name):
 # ------------------------------------------------------------------ rerun fingerprints
 # A job reruns when the settings it depends on change (Snakemake's params trigger),
 # not when unrelated keys of the config change. Upstream changes propagate by mtime.
-def _teacher_identity():
-    return {
-        "teacher": {k: config["teacher"][k] for k in ("source", "name", "random")},
-        "offline": config["offline"],
-    }
-
-
 def _stage_sections(path):
     """CONFIG_SECTIONS of a stage module, read from its source: importing a stage would
     import torch and transformers, seconds for every snakemake call (dry runs too)."""
@@ -454,15 +447,15 @@ STAGE_SECTIONS = {
 
 def fingerprint(stage):
     """A params function: short hash of what one job of `stage` depends on: the teacher and
-    the stage's CONFIG_SECTIONS (the bench rules: the bench settings and every student)."""
+    the stage's CONFIG_SECTIONS (kbert.config.settings_fingerprint, which the job's
+    metrics.json records too); the bench rules: the bench settings and every student."""
 
     def compute(wildcards):
-        parts = _teacher_identity()
         if stage == "bench":
-            parts.update(bench=config["bench"], students=config["students"])
-        else:
-            parts.update(kconfig.stage_settings(config, STAGE_SECTIONS[stage], task=wildcards.get("task"),
-                                                student=wildcards.get("student")))
-        return config_hash(parts)[:16]
+            return config_hash({"teacher": {k: config["teacher"][k] for k in ("source", "name", "random")},
+                                "offline": config["offline"], "bench": config["bench"],
+                                "students": config["students"]})[:16]
+        return kconfig.settings_fingerprint(config, STAGE_SECTIONS[stage], task=wildcards.get("task"),
+                                            student=wildcards.get("student"))
 
     return compute
