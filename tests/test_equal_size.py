@@ -275,3 +275,28 @@ def test_start_and_no_general_kd_rows_explain_but_never_decide_a_verdict():
         params=1000, preset="default", teacher="t", data_status="full", n_examples=872)
     titles = [block[0] for block in table(full_only, verdicts(full_only), {}, starts=start_scores([], {})).blocks]
     assert titles and not any("start and the end of task KD" in title for title in titles)
+
+
+def test_a_partial_sweep_says_how_many_seeds_each_cell_still_lacks():
+    """Committed in parts, the table shows 'n=k of m' where a cell has fewer seeds than the
+    config plans, and a note counts the cells still short; a complete cell shows 'n=m'."""
+    import pandas as pd
+
+    from kbert.report.equal_size import planned_seeds, table, verdicts
+
+    def row(family, n):
+        return {"model": family, "budget": "k", "family": family, "variant": "full", "task": "sst2",
+                "eval_split": "validation", "n": n, "score_mean": 0.7, "score_sd": 0.01, "majority": 0.509}
+
+    teacher = {**row("teacher", 1), "model": "teacher", "variant": "teacher", "budget": None, "score_mean": 0.876}
+    summary = pd.DataFrame([row("kronecker", 3), row("lowrank", 1), teacher]).assign(
+        params=1000, preset="default", teacher="t", data_status="full", n_examples=872)
+    rendered = table(summary, verdicts(summary), {}, planned={"sst2": 3})
+    cells = rendered.blocks[0][2][0]
+    assert cells[3] == "70.0 ± 1.0 (n=3)" and cells[5] == "70.0 (n=1 of 3)" and cells[4] == "–"
+    assert any(note.startswith("Partial sweep: 2 of 3 (budget, task, family) cells") for note in rendered.notes)
+    complete = pd.DataFrame([row("kronecker", 3), row("lowrank", 3), row("dense", 3), teacher]).assign(
+        params=1000, preset="default", teacher="t", data_status="full", n_examples=872)
+    assert not any("Partial" in note for note in table(complete, verdicts(complete), {}, planned={"sst2": 3}).notes)
+    assert planned_seeds({"equal_size": {"tasks": ["sst2", "mrpc"], "seeds": [0, 1, 2],
+                                         "per_task_seeds": {"mrpc": [0, 1, 2, 3, 4]}}}) == {"sst2": 3, "mrpc": 5}

@@ -192,10 +192,19 @@ def verdicts(summary: pd.DataFrame) -> pd.DataFrame:
                                        "seeds_kronecker", "seeds_rival"])
 
 
-def _cell(row: pd.Series | None) -> str:
+def _cell(row: pd.Series | None, planned: int | None = None) -> str:
+    """mean ± sd (n=seeds), and "of <planned>" while a partial sweep has fewer seeds than planned."""
     if row is None:
         return MISSING
-    return Cell(row["score_mean"], row["score_sd"], int(row["n"])).show() + f" (n={int(row['n'])})"
+    n = int(row["n"])
+    seeds = f"n={n} of {planned}" if planned and n < planned else f"n={n}"
+    return Cell(row["score_mean"], row["score_sd"], n).show() + f" ({seeds})"
+
+
+def planned_seeds(config: dict) -> dict[str, int]:
+    """How many seeds of a ``full`` run the config plans per sweep task (``equal_size``)."""
+    sweep = config["equal_size"]
+    return {task: len(sweep["per_task_seeds"].get(task, sweep["seeds"])) for task in sweep["tasks"]}
 
 
 def won_at_majority(flag) -> bool:
@@ -252,8 +261,11 @@ def _start_block(finals: dict[str, pd.DataFrame], starts: pd.DataFrame, budget: 
 
 
 def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.DataFrame | None = None,
-          starts: pd.DataFrame | None = None) -> Table:
+          starts: pd.DataFrame | None = None, planned: dict[str, int] | None = None) -> Table:
+    """``planned``: seeds per task the sweep plans (``planned_seeds``); a cell with fewer says so,
+    and a note counts the (budget, task, family) cells still short of their seeds."""
     students, teachers = students_and_teachers(summary)
+    planned = planned or {}
     blocks = []
     for budget in budgets_by_size(students):
         group = students[students["budget"] == budget]
@@ -266,7 +278,7 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.Data
             won = wins[(wins["budget"] == budget) & (wins["task"] == task)].set_index("rival")
             rows.append([task_label(task), fmt_number(100 * teacher) if teacher == teacher else MISSING,
                          fmt_number(None if pd.isna(majority) else 100 * majority)]
-                        + [_cell(by_family.get(f)) for f in ("kronecker", *RIVALS)]
+                        + [_cell(by_family.get(f), planned.get(task)) for f in ("kronecker", *RIVALS)]
                         + [_verdict_cell(won.loc[r] if r in won.index else None) for r in RIVALS])
         params = {f: int(r["params"]) for f, r in group.drop_duplicates("family").set_index("family").iterrows()}
         sizes = ", ".join(f"{FAMILY_LABELS[f]} {params[f] / 1e6:.2f}M" for f in ("kronecker", *RIVALS) if f in params)
@@ -280,6 +292,14 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.Data
         "Same teacher, data, general KD and task KD settings for every family; see config.<hash>.resolved.yaml in the work directory.",
         "Setup: " + our_setup(summary[summary["family"] != TEACHER_FAMILY]),
     ]
+    if planned:
+        budgets = budgets_by_size(students)
+        cells = [(b, t, f) for b in budgets for t in planned for f in ("kronecker", *RIVALS)]
+        counts = students.groupby(["budget", "task", "family"])["n"].max()
+        short = sum(int(counts.get(cell, 0)) < planned[cell[1]] for cell in cells)
+        if short:
+            notes.append(f"Partial sweep: {short} of {len(cells)} (budget, task, family) cells have fewer seeds than "
+                         "planned ('n=k of m'; '–': none yet); a verdict may change as seeds arrive.")
     finals = {variant: students_and_teachers(summary, variant)[0] for variant in START_VARIANTS}
     starts = starts if starts is not None else start_scores([], {})
     if not (finals["no_general_kd"].empty and starts.empty):  # either part of the block was run
@@ -433,7 +453,7 @@ def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = No
     for name, part in written.items():
         write_csv(out_dir / f"{name}.csv", part)
     labels = {name: spec.get("label", name) for name, spec in students.items()}
-    rendered = table(summary, wins, labels, init, start)
+    rendered = table(summary, wins, labels, init, start, planned_seeds(config))
     write_table(rendered, out_dir)
     figure(summary, out_dir, labels)
     if speed is not None:
