@@ -300,3 +300,27 @@ def test_a_partial_sweep_says_how_many_seeds_each_cell_still_lacks():
     assert not any("Partial" in note for note in table(complete, verdicts(complete), {}, planned={"sst2": 3}).notes)
     assert planned_seeds({"equal_size": {"tasks": ["sst2", "mrpc"], "seeds": [0, 1, 2],
                                          "per_task_seeds": {"mrpc": [0, 1, 2, 3, 4]}}}) == {"sst2": 3, "mrpc": 5}
+
+
+def test_a_partial_report_takes_only_the_runs_a_dry_run_would_not_redo(tmp_path, monkeypatch):
+    """workflow/scripts/report_partial_equal_size.py: an existing run that Snakemake would
+    rerun (stale) stays out of the table, as does a run not done yet."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "report_partial_equal_size", "workflow/scripts/report_partial_equal_size.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    monkeypatch.chdir(tmp_path)
+    teacher, done, stale, todo = (f"w/{run}/metrics.json" for run in
+                                  ("teacher/sst2", "task_kd/a", "task_kd/stale", "task_kd/todo"))
+    start = "w/task_kd_start/a/metrics.json"
+    for path in (teacher, done, stale, start):
+        (tmp_path / path).parent.mkdir(parents=True)
+        (tmp_path / path).write_text("{}")
+    dry = (f"rule task_kd:\n    output: w/task_kd/stale/model, {stale}\n"
+           f"rule task_kd:\n    output: w/task_kd/todo/model, {todo}\n"
+           f"rule equal_size:\n    input: {teacher}, {done}, {stale}, {todo}, {start}, w/bench/speed.csv\n"
+           "    output: results/equal_size\n")
+    runs, starts, planned = script.done_inputs(dry)
+    assert runs == [teacher, done] and starts == [start] and planned == [done, stale, todo]
