@@ -400,6 +400,11 @@ def stage_settings(config: dict, sections: tuple[str, ...], task: str | None = N
     return picked
 
 
+def teacher_identity(config: dict) -> dict:
+    """What names the teacher every job depends on (part of every rerun fingerprint)."""
+    return {"teacher": {k: config["teacher"][k] for k in ("source", "name", "random")}, "offline": config["offline"]}
+
+
 def settings_fingerprint(config: dict, sections: tuple[str, ...], task: str | None = None,
                          student: str | None = None) -> str:
     """Short hash of what one job of a stage depends on: the teacher's identity and its
@@ -407,9 +412,7 @@ def settings_fingerprint(config: dict, sections: tuple[str, ...], task: str | No
     trigger, workflow/rules/common.smk), and its metrics.json records it
     (``settings_record``), so that ``aggregate`` can refuse a record the config no longer
     produces (one copied between work directories, or kept with ``--rerun-triggers mtime``)."""
-    parts = {"teacher": {k: config["teacher"][k] for k in ("source", "name", "random")},
-             "offline": config["offline"]}
-    parts.update(stage_settings(config, sections, task=task, student=student))
+    parts = {**teacher_identity(config), **stage_settings(config, sections, task=task, student=student)}
     return config_hash(parts)[:16]
 
 

@@ -59,15 +59,14 @@ def flatten_metrics(record: dict) -> list[dict]:
 
 
 
-def check_settings(runs, config: dict) -> None:
-    """Refuse records that ``config`` would not produce: a record's settings fingerprint
+def check_settings(records: list[tuple[Path, dict]], config: dict) -> None:
+    """Refuse (path, metrics.json) ``records`` that ``config`` would not produce: a record's settings fingerprint
     (``provenance.settings``) differs from the one its stage computes from ``config`` today,
     which Snakemake would have rerun unless the record was copied in by hand or kept with
     ``--rerun-triggers mtime``. Records written before records carried settings are logged,
     not refused: nothing says what produced them."""
     stale, unchecked = [], 0
-    for path in find_metric_files(runs):
-        record = json.loads(path.read_text())
+    for path, record in records:
         if not (record.get("provenance") or {}).get("settings"):
             unchecked += 1
         elif (why := stale_settings(config, record)) is not None:
@@ -81,12 +80,13 @@ def check_settings(runs, config: dict) -> None:
                          + "\n  ".join(stale))
 
 
-def read_runs(runs) -> list[dict]:
-    """The rows of every ``metrics.json`` under ``runs`` (run dirs and/or files), flattened."""
-    rows = []
-    for path in find_metric_files(runs):
-        rows.extend(flatten_metrics(json.loads(Path(path).read_text())))
-    return rows
+def read_runs(runs, config: dict | None = None) -> list[dict]:
+    """The rows of every ``metrics.json`` under ``runs`` (run dirs and/or files), flattened;
+    with ``config``, every record must have been produced with its settings (:func:`check_settings`)."""
+    records = [(path, json.loads(path.read_text())) for path in find_metric_files(runs)]
+    if config is not None:
+        check_settings(records, config)
+    return [row for _, record in records for row in flatten_metrics(record)]
 
 
 def unavailable_rows(unavailable, rows: list[dict]) -> list[dict]:
@@ -205,9 +205,7 @@ def aggregate(runs, out_dir: str | Path, unavailable=(),
     ``config``: the run's config; every record must have been produced with its settings
     (:func:`check_settings`). Returns the written frames by file stem.
     """
-    if config is not None:
-        check_settings(runs, config)
-    rows = read_runs(runs)
+    rows = read_runs(runs, config)
     rows.extend(unavailable_rows(unavailable, rows))
     frame = results_frame(rows)
     frame = frame.sort_values(["task", "model", "variant", "seed", "eval_split"],

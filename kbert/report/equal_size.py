@@ -59,9 +59,10 @@ def budget_of(students: dict, model: str) -> str | None:
     return spec.get("match") or model
 
 
-def collect(runs, students: dict) -> pd.DataFrame:
-    """Rows of every metrics.json under ``runs`` (teachers and students), with ``budget``."""
-    rows = aggregate.read_runs(runs)
+def collect(runs, students: dict, config: dict | None = None) -> pd.DataFrame:
+    """Rows of every metrics.json under ``runs`` (teachers and students), with ``budget``;
+    with ``config``, each checked against its settings (``aggregate.read_runs``)."""
+    rows = aggregate.read_runs(runs, config)
     if not rows:
         raise ValueError(f"no evaluated runs under {list(map(str, runs))}")
     frame = aggregate.results_frame(rows)
@@ -218,11 +219,11 @@ def _verdict_cell(row: pd.Series | None) -> str:
     return row["winner"] + (" (at majority)" if won_at_majority(row["winner_above_majority"]) else "")
 
 
-def start_scores(starts, students: dict) -> pd.DataFrame:
+def start_scores(starts, students: dict, config: dict | None = None) -> pd.DataFrame:
     """One row per task_kd_start record's main eval split: model, family, budget, variant,
     task, score (the dev score before any task-KD step)."""
     columns = ["model", "family", "budget", "variant", "task", "eval_split", "seed", "score"]
-    rows = aggregate.read_runs(starts or [])
+    rows = aggregate.read_runs(starts or [], config)
     if not rows:
         return pd.DataFrame(columns=columns)
     frame = pd.DataFrame(rows)
@@ -441,12 +442,11 @@ def write(runs, out_dir: str | Path, config: dict, speed: str | Path | None = No
     """Everything of the comparison into ``out_dir`` (see the module docstring)."""
     out_dir = Path(out_dir)
     students = config["students"]
-    aggregate.check_settings([*runs, *(starts or [])], config)
-    frame = collect(runs, students)
+    frame = collect(runs, students, config)
     summary = summarise(frame, config)
     wins = verdicts(summary)
     init = init_errors(runs, students)
-    start = start_scores(starts, students)
+    start = start_scores(starts, students, config)
     written = {"runs": frame, "summary": summary, "verdicts": wins, "init_error": init}
     if starts:
         written["start"] = start

@@ -452,8 +452,7 @@ def fingerprint(stage):
 
     def compute(wildcards):
         if stage == "bench":
-            return config_hash({"teacher": {k: config["teacher"][k] for k in ("source", "name", "random")},
-                                "offline": config["offline"], "bench": config["bench"],
+            return config_hash({**kconfig.teacher_identity(config), "bench": config["bench"],
                                 "students": config["students"]})[:16]
         return kconfig.settings_fingerprint(config, STAGE_SECTIONS[stage], task=wildcards.get("task"),
                                             student=wildcards.get("student"))
