@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from kbert.modeling import teacher_layers
+
 TERMS = ("embedding", "attention", "hidden", "logit", "supervised")
 NORMALISATIONS = ("none", "relative")  # config loss_normalisation
 PRETRAINING_TERMS = ("mlm", "nsp")  # general KD with BERT pre-training inputs (kbert/pretraining.py)
@@ -107,17 +109,6 @@ def masked_lm_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 def next_sentence_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """BERT's NSP loss: cross-entropy of (B, 2) logits against (B,) labels (0: B follows A). fp32."""
     return F.cross_entropy(logits.float(), labels)
-
-
-def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
-    """Teacher layer (1-based) distilled into each student layer 1..M: m * N / M."""
-    if teacher_layers % student_layers:
-        raise ValueError(
-            f"student has {student_layers} layers, teacher {teacher_layers}: layer m is distilled from teacher "
-            f"layer m * {teacher_layers}/{student_layers}, so the student depth must divide the teacher's"
-        )
-    step = teacher_layers // student_layers
-    return [m * step for m in range(1, student_layers + 1)]
 
 
 def intermediate_losses(student, teacher, mask: torch.Tensor, projection=None,

@@ -132,6 +132,19 @@ def make_linear(config: KBertConfig, group: str, in_features: int, out_features:
     return nn.Linear(in_features, out_features)
 
 
+# Students with fewer layers (the dense TinyBERT-style baseline): which teacher layer each
+# student layer is distilled from (kbert.losses) and, with init: selected, copied from.
+def teacher_layers(student_layers: int, teacher_layers: int) -> list[int]:
+    """Teacher layer (1-based) distilled into each student layer 1..M: m * N / M."""
+    if teacher_layers % student_layers:
+        raise ValueError(
+            f"student has {student_layers} layers, teacher {teacher_layers}: layer m is distilled from teacher "
+            f"layer m * {teacher_layers}/{student_layers}, so the student depth must divide the teacher's"
+        )
+    step = teacher_layers // student_layers
+    return [m * step for m in range(1, student_layers + 1)]
+
+
 # --------------------------------------------------------------------------------------
 # Embeddings
 # --------------------------------------------------------------------------------------

@@ -8,9 +8,10 @@ Three student families, built by the same ``compress`` step:
                and any task head.
     lowrank    the same matrices as truncated-SVD products U V, each with the rank that
                spends the parameters its Kronecker twin spends (``match``).
-    dense      TinyBERT-style: fewer layers, narrower hidden size, randomly initialised
-               (TinyBERT's general distillation starts from scratch), sized to the
-               parameter count of the Kronecker student it ``match``es.
+    dense      TinyBERT-style: fewer layers, narrower hidden size, sized to the parameter
+               count of the Kronecker student it ``match``es. Randomly initialised
+               (TinyBERT's general distillation starts from scratch), or with
+               ``init: selected`` a sub-block of every teacher matrix (weight selection).
 """
 
 from __future__ import annotations
@@ -27,13 +28,16 @@ from kbert.calibration import calibration_stats, data_aware_init
 from kbert.layers.flops import dense_flops, kron_flops, low_rank_flops
 from kbert.layers.kronecker import KroneckerEmbedding, KroneckerLinear, rearrange
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear
-from kbert.modeling import KBertConfig, KBertModel
+from kbert.modeling import KBertConfig, KBertModel, teacher_layers
 
 log = logging.getLogger(__name__)
 
 FAMILIES = ("kronecker", "lowrank", "dense")
 FACTORISED = (KroneckerLinear, KroneckerEmbedding, LowRankLinear, LowRankEmbedding)
-INITS = ("svd", "data_aware", "permuted")  # svd: the paper's; data_aware: kbert/calibration.py; permuted: kbert/permutation.py
+# Initialisations each family accepts, the first its default. svd: the paper's; data_aware:
+# kbert/calibration.py; permuted: kbert/permutation.py; random: TinyBERT's; selected:
+# select_teacher_weights below.
+INITS = {"kronecker": ("svd", "data_aware", "permuted"), "lowrank": ("svd",), "dense": ("random", "selected")}
 MATCH_TOLERANCE = 0.05  # equal-size baselines: parameter count within 5% of the matched student
 
 # Table 1 of the paper, as A shapes (rows = output side). Valid for BERT-base (768 / 3072).
@@ -367,6 +371,80 @@ def _set_factors(module, factors: tuple[torch.Tensor, torch.Tensor]) -> None:
     second.copy_(factors[1])
 
 
+def _evenly_spaced(n_from: int, n_to: int) -> torch.Tensor:
+    """``n_to`` distinct indices spread evenly over range(n_from) (weight selection's choice)."""
+    if n_to > n_from:
+        raise ValueError(f"cannot select {n_to} of {n_from} teacher units: the dense student is wider than the "
+                         "teacher there; init: selected needs every width at most the teacher's")
+    return torch.linspace(0, n_from - 1, n_to).round().long()
+
+
+def _selected_cut(name: str, residual, heads, ffn) -> tuple:
+    """Index sets (rows, columns) that cut a student weight ``name`` out of the teacher's.
+
+    ``residual``: kept coordinates of the residual stream; ``heads``: kept coordinates of
+    the Q/K/V outputs (the same in every one of them, so scores and values stay paired);
+    ``ffn``: kept FFN units. None keeps a whole dimension.
+    """
+    kind = name.rsplit(".", 1)[-1]  # weight / bias
+    if "embeddings" in name and "LayerNorm" not in name:
+        return (None, residual)                                  # (rows of the table, hidden)
+    if any(part in name for part in (".query.", ".key.", ".value.")):
+        return (heads, residual) if kind == "weight" else (heads,)
+    if "attention.output.dense" in name:
+        return (residual, heads) if kind == "weight" else (residual,)
+    if "intermediate.dense" in name:
+        return (ffn, residual) if kind == "weight" else (ffn,)
+    if "output.dense" in name:                                   # the FFN's second matrix
+        return (residual, ffn) if kind == "weight" else (residual,)
+    if "LayerNorm" in name:
+        return (residual,)
+    if "pooler.dense" in name:
+        return (residual, residual) if kind == "weight" else (residual,)
+    raise ValueError(f"init: selected does not know how to cut {name!r} from the teacher")
+
+
+@torch.no_grad()
+def select_teacher_weights(student: KBertModel, teacher: KBertModel) -> None:
+    """Dense ``init: selected``: every student weight a sub-block of the teacher's.
+
+    Weight selection (Xu et al., ICLR 2024, "Initializing Models with Larger Ones"): the
+    same evenly spaced residual coordinates in every matrix; in each head, evenly spaced
+    head coordinates, the same for Q, K and V rows and O columns; evenly spaced FFN units.
+    Student layer m starts as teacher layer m * N / M, the layer its hidden-state loss maps
+    it to (TinyBERT's uniform mapping, kbert.modeling.teacher_layers). ``fit_dense`` starts as
+    the map back into the teacher's coordinates, so the hidden losses compare what was kept.
+    """
+    s, t = student.config, teacher.config
+    if s.num_attention_heads != t.num_attention_heads:
+        raise ValueError(f"init: selected keeps the teacher's {t.num_attention_heads} heads; the student has "
+                         f"{s.num_attention_heads}")
+    head_t, head_s = t.hidden_size // t.num_attention_heads, s.hidden_size // s.num_attention_heads
+    residual = _evenly_spaced(t.hidden_size, s.hidden_size)
+    heads = torch.cat([h * head_t + _evenly_spaced(head_t, head_s) for h in range(t.num_attention_heads)])
+    ffn = _evenly_spaced(t.intermediate_size, s.intermediate_size)
+    source_layer = {m: n - 1 for m, n in enumerate(teacher_layers(s.num_hidden_layers, t.num_hidden_layers))}
+    teacher_state = teacher.state_dict()
+    state = {}
+    for name in student.state_dict():
+        if name.startswith("fit_dense."):
+            continue
+        source = name
+        if name.startswith("encoder.layer."):
+            m = int(name.split(".")[2])
+            source = name.replace(f"encoder.layer.{m}.", f"encoder.layer.{source_layer[m]}.", 1)
+        value = teacher_state[source]
+        for dim, index in enumerate(_selected_cut(name, residual, heads, ffn)):
+            if index is not None:
+                value = value.index_select(dim, index)
+        state[name] = value
+    student.load_state_dict(state, strict=False)
+    if getattr(student, "fit_dense", None) is not None:
+        student.fit_dense.weight.zero_()
+        student.fit_dense.weight[residual, torch.arange(s.hidden_size)] = 1.0   # (teacher d, student d)
+        student.fit_dense.bias.zero_()
+
+
 def _init_report(records: dict[str, dict]) -> dict:
     """Per-matrix data-aware records regrouped by quantity, with means and the kept count."""
     report = {}
@@ -385,7 +463,8 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
 
     Kronecker and low-rank students start from the SVD of the teacher's matrices (nearest
     Kronecker product / truncated SVD) and copy everything else; dense students start from
-    random weights, as TinyBERT's do. With ``init: data_aware`` a Kronecker student's
+    random weights, as TinyBERT's do, or with ``init: selected`` from sub-blocks of the
+    teacher's (select_teacher_weights). With ``init: data_aware`` a Kronecker student's
     factors are fitted to the teacher's inputs on ``calibration`` = (fit ids, held-out ids),
     each (N, T) unpadded token ids (kbert/calibration.py). Returns the student (same class
     as the teacher) and a report with the relative Frobenius error of every factorised
@@ -393,11 +472,15 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
     """
     if getattr(teacher.config, "kronecker", None) or getattr(teacher.config, "low_rank", None):
         raise ValueError("the teacher is already compressed; compress a dense teacher")
-    init, family = spec.get("init", "svd"), spec.get("family", "kronecker")
-    if init not in INITS:
-        raise ValueError(f"unknown init {init!r}; use one of {list(INITS)}")
-    if init != "svd" and family != "kronecker":
-        raise ValueError(f"init: {init} is for kronecker students, not {family}")
+    family = spec.get("family", "kronecker")
+    if family not in INITS:
+        raise ValueError(f"unknown student family {family!r}; families: {list(FAMILIES)}")
+    init = spec.get("init", INITS[family][0])
+    if init not in INITS[family]:
+        owners = [f for f, inits in INITS.items() if init in inits]
+        if not owners:
+            raise ValueError(f"unknown init {init!r}; {family} students take one of {list(INITS[family])}")
+        raise ValueError(f"init: {init} is for {' and '.join(owners)} students, not {family}")
     if init == "data_aware" and calibration is None:
         raise ValueError("init: data_aware needs calibration token ids (fit, held-out)")
     encoder = teacher.bert if hasattr(teacher, "bert") else teacher
@@ -424,6 +507,8 @@ def compress(teacher: torch.nn.Module, spec: dict, match_spec: dict | None = Non
         if getattr(module, "bias", None) is not None:
             module.bias.copy_(dense[name].bias)
         errors[name] = float((module.weight - W).norm() / W.norm())
+    if init == "selected":
+        select_teacher_weights(student.bert if hasattr(student, "bert") else student, encoder)
     if family != "dense":
         # Everything not factorised keeps the teacher's values (same names, same shapes).
         teacher_state = teacher.state_dict()

@@ -5,10 +5,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kbert.students import MATCH_TOLERANCE, compress, count_parameters, student_config
-from kbert.losses import distillation_loss, intermediate_losses, teacher_layers
+from kbert.students import MATCH_TOLERANCE, compress, count_parameters, select_teacher_weights, student_config
+from kbert.losses import distillation_loss, intermediate_losses
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear, truncated_svd
-from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel
+from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel, teacher_layers
 
 MINILM = KBertConfig(vocab_size=30522, hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
                      intermediate_size=1536)
@@ -324,3 +324,67 @@ def test_a_partial_report_takes_only_the_runs_a_dry_run_would_not_redo(tmp_path,
            "    output: results/equal_size\n")
     runs, starts, planned = script.done_inputs(dry)
     assert runs == [teacher, done] and starts == [start] and planned == [done, stale, todo]
+
+
+def test_selected_init_at_the_teachers_widths_is_an_exact_copy():
+    """Weight selection keeps every index when nothing is narrower: the teacher itself."""
+    torch.manual_seed(0)
+    teacher = KBertModel(KBertConfig(**TINY)).eval()
+    student = KBertModel(KBertConfig(**TINY)).eval()
+    select_teacher_weights(student, teacher)
+    ids = torch.randint(0, TINY["vocab_size"], (2, 9))
+    assert torch.equal(student(ids).last_hidden_state, teacher(ids).last_hidden_state)
+
+
+def test_selected_init_cuts_each_weight_from_the_teacher_layer_its_loss_maps_it_to():
+    torch.manual_seed(0)
+    teacher = KBertModel(KBertConfig(**TINY)).eval()
+    spec = {"family": "dense", "match": "k", "init": "selected", "hidden_size": 36, "num_hidden_layers": 2}
+    kron = {"attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 2}
+    student, report = compress(teacher, spec, kron)
+    assert report["init"] == "selected"
+    s, t = student.state_dict(), teacher.state_dict()
+    residual = torch.linspace(0, 47, 36).round().long()            # 36 of 48 coordinates
+    heads = torch.cat([h * 4 + torch.tensor([0, 2, 3]) for h in range(12)])   # 3 of 4 per head
+    assert torch.equal(s["embeddings.word_embeddings.weight"], t["embeddings.word_embeddings.weight"][:, residual])
+    # student layer 1 (0-based 0) from teacher layer 3, layer 2 from teacher layer 6
+    assert torch.equal(s["encoder.layer.0.attention.self.query.weight"],
+                       t["encoder.layer.2.attention.self.query.weight"][heads][:, residual])
+    assert torch.equal(s["encoder.layer.1.attention.output.dense.weight"],
+                       t["encoder.layer.5.attention.output.dense.weight"][residual][:, heads])
+    assert torch.equal(s["encoder.layer.1.output.LayerNorm.bias"], t["encoder.layer.5.output.LayerNorm.bias"][residual])
+    f = student.config.intermediate_size
+    assert f < 192
+    ffn = torch.linspace(0, 191, f).round().long()
+    assert torch.equal(s["encoder.layer.0.intermediate.dense.weight"],
+                       t["encoder.layer.2.intermediate.dense.weight"][ffn][:, residual])
+    assert torch.equal(s["encoder.layer.0.output.dense.weight"], t["encoder.layer.2.output.dense.weight"][residual][:, ffn])
+    # fit_dense puts the kept coordinates back where the teacher has them
+    h = torch.randn(3, 36)
+    back = student.fit_dense(h)
+    dropped = torch.ones(48, dtype=torch.bool)
+    dropped[residual] = False
+    assert torch.equal(back[:, residual], h) and torch.equal(back[:, dropped], torch.zeros(3, 12))
+
+
+def test_init_is_checked_against_the_family():
+    teacher = KBertModel(KBertConfig(**TINY))
+    kron = {"attention_a_shape": [4, 4], "ffn_a_shape": [4, 2], "embedding_n": 2}
+    assert compress(teacher, {"family": "dense", "match": "k", "num_hidden_layers": 2}, kron)[1]["init"] == "random"
+    with pytest.raises(ValueError, match="init: svd is for kronecker and lowrank students, not dense"):
+        compress(teacher, {"family": "dense", "match": "k", "init": "svd"}, kron)
+    with pytest.raises(ValueError, match="init: selected is for dense students, not kronecker"):
+        compress(teacher, {**kron, "init": "selected"})
+    with pytest.raises(ValueError, match="cannot select 96 of 48"):
+        select_teacher_weights(KBertModel(KBertConfig(**{**TINY, "hidden_size": 96})), teacher)
+
+
+def test_config_takes_selected_for_dense_students_only():
+    from kbert.config import ConfigError, load_config
+
+    base = {"preset": "t", "tasks": ["mrpc"], "students": {"k": {"target_compression": 4}}}
+    dense = {"family": "dense", "match": "k", "init": "selected"}
+    assert load_config({**base, "students": {**base["students"], "d": dense}})["students"]["d"]["init"] == "selected"
+    for bad in ({**dense, "init": "svd"}, {"target_compression": 4, "init": "selected"}):
+        with pytest.raises(ConfigError, match="family"):
+            load_config({**base, "students": {**base["students"], "d": bad}})

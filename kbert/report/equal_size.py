@@ -95,8 +95,11 @@ def init_errors(runs, students: dict) -> pd.DataFrame:
         by_group = {}
         for name, error in (record.get("relative_error") or {}).items():
             by_group.setdefault(matrix_group(name), []).append(error)
+        init = record.get("init", "svd")
+        if record["family"] == "dense" and init == "svd":
+            init = "random"   # records from before dense inits were named: every dense student was random
         rows.append({"model": model, "family": record["family"], "budget": budget_of(students, model),
-                     "init": record.get("init", "svd"), "params": record["params"],
+                     "init": init, "params": record["params"],
                      **{f"error_{g}": float(np.mean(by_group[g])) if g in by_group else np.nan for g in INIT_GROUPS},
                      "error_all": record.get("relative_error_mean")})
     columns = ["model", "family", "budget", "init", "params", *(f"error_{g}" for g in INIT_GROUPS), "error_all"]
@@ -110,7 +113,7 @@ def _init_block(init: pd.DataFrame, labels: dict):
         group = init[init["budget"] == budget]
         for family in ("kronecker", *RIVALS):
             for _, r in group[group["family"] == family].iterrows():
-                errors = (["random init"] * 4 if family == "dense" else
+                errors = ([f"{r['init']} init"] * 4 if family == "dense" else
                           [fmt_number(r[f"error_{g}"], 3) for g in (*INIT_GROUPS, "all")])
                 rows.append([labels.get(budget, budget), FAMILY_LABELS[family], labels.get(r["model"], r["model"]),
                              *errors])
