@@ -156,12 +156,12 @@ def _format_error(error, root: dict) -> str:
     return f"{where}: {error.message}"
 
 
-def _deep_merge(base: dict, override: Mapping) -> dict:
+def deep_merge(base: dict, override: Mapping) -> dict:
     """A new dict: ``base`` with ``override`` merged in, recursively for nested mappings."""
     out = copy.deepcopy(base)
     for key, value in override.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value)
         else:
             out[key] = copy.deepcopy(value)
     return out
@@ -358,12 +358,12 @@ def settings(config: dict, stage: str, task: str | None = None, student: str | N
     section = _section(config, stage)
     out = {k: copy.deepcopy(v) for k, v in section.items() if k not in ("per_task", "per_student")}
     if task is not None:
-        out = _deep_merge(out, section.get("per_task", {}).get(task, {}))
+        out = deep_merge(out, section.get("per_task", {}).get(task, {}))
     if student is not None:
         override = section.get("per_student", {}).get(student, {})
-        out = _deep_merge(out, {k: v for k, v in override.items() if k != "per_task"})
+        out = deep_merge(out, {k: v for k, v in override.items() if k != "per_task"})
         if task is not None:
-            out = _deep_merge(out, override.get("per_task", {}).get(task, {}))
+            out = deep_merge(out, override.get("per_task", {}).get(task, {}))
     return out
 
 

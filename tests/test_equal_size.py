@@ -1,5 +1,8 @@
 """Equal-size baselines: low-rank and dense TinyBERT-style students built by the same compress step."""
 
+import json
+import shutil
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -302,15 +305,20 @@ def test_a_partial_sweep_says_how_many_seeds_each_cell_still_lacks():
                                          "per_task_seeds": {"mrpc": [0, 1, 2, 3, 4]}}}) == {"sst2": 3, "mrpc": 5}
 
 
-def test_a_partial_report_takes_only_the_runs_a_dry_run_would_not_redo(tmp_path, monkeypatch):
-    """workflow/scripts/report_partial_equal_size.py: an existing run that Snakemake would
-    rerun (stale) stays out of the table, as does a run not done yet."""
+def _partial_report_script():
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
         "report_partial_equal_size", "workflow/scripts/report_partial_equal_size.py")
     script = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(script)
+    return script
+
+
+def test_a_partial_report_takes_only_the_runs_a_dry_run_would_not_redo(tmp_path, monkeypatch):
+    """workflow/scripts/report_partial_equal_size.py: an existing run that Snakemake would
+    rerun (stale) stays out of the table, as does a run not done yet."""
+    script = _partial_report_script()
     monkeypatch.chdir(tmp_path)
     teacher, done, stale, todo = (f"w/{run}/metrics.json" for run in
                                   ("teacher/sst2", "task_kd/a", "task_kd/stale", "task_kd/todo"))
@@ -322,8 +330,54 @@ def test_a_partial_report_takes_only_the_runs_a_dry_run_would_not_redo(tmp_path,
            f"rule task_kd:\n    output: w/task_kd/todo/model, {todo}\n"
            f"rule equal_size:\n    input: {teacher}, {done}, {stale}, {todo}, {start}, w/bench/speed.csv\n"
            "    output: results/equal_size\n")
-    runs, starts, planned = script.done_inputs(dry)
-    assert runs == [teacher, done] and starts == [start] and planned == [done, stale, todo]
+    inputs = script.rule_inputs(dry)
+    assert inputs == [teacher, done, stale, todo, start]
+    records, missing = script.gather(Path("w"), None, inputs, script.pending_outputs(dry), {})
+    assert records == [teacher, done, start] and missing == [stale, todo]
+
+
+def test_an_archive_carries_a_run_only_with_what_it_was_made_from_at_todays_settings(tmp_path, monkeypatch):
+    """A sweep outlives its machine: archived records stand in for missing ones when they
+    and their teacher, init and general-KD records carry today's settings fingerprints."""
+    from kbert.config import load_config, settings_record
+    from kbert.stages import compress as compress_stage, finetune_teacher, general_kd, task_kd
+
+    script = _partial_report_script()
+    config = load_config("config/smoke.yaml")
+    monkeypatch.chdir(tmp_path)
+    sections = {"teacher": (finetune_teacher.CONFIG_SECTIONS, "mrpc", None),
+                "students/kron_4/init": (compress_stage.CONFIG_SECTIONS, None, "kron_4"),
+                "students/kron_4/general": (general_kd.CONFIG_SECTIONS, None, "kron_4"),
+                "task_kd": (task_kd.CONFIG_SECTIONS, "mrpc", "kron_4")}
+
+    def write(root, path, kind, with_settings=True):
+        file = tmp_path / root / path
+        file.parent.mkdir(parents=True, exist_ok=True)
+        settings = settings_record(config, *sections[kind][:1], task=sections[kind][1], student=sections[kind][2])
+        file.write_text(json.dumps({"provenance": {"settings": settings} if with_settings else {}}))
+
+    full, no_gkd = "task_kd/kron_4/full/mrpc/seed0/metrics.json", "task_kd/kron_4/no_general_kd/mrpc/seed0/metrics.json"
+    # Machine 1 ran the teacher, the student and the full run; archive_done copies them all.
+    write("w", "teacher/mrpc/metrics.json", "teacher")
+    write("w", "students/kron_4/init/metrics.json", "students/kron_4/init")
+    write("w", "students/kron_4/general/metrics.json", "students/kron_4/general")
+    write("w", full, "task_kd")
+    inputs = ["w/teacher/mrpc/metrics.json", f"w/{full}", f"w/{no_gkd}"]
+    assert script.archive_done(Path("w"), Path("archive"), inputs, set()) == 4
+    # Machine 2 starts empty: the archive stands in for what it has; the rest is to do.
+    shutil.rmtree(tmp_path / "w")
+    records, todo = script.gather(Path("w"), Path("archive"), inputs, set(), config)
+    assert records == ["archive/teacher/mrpc/metrics.json", f"archive/{full}"] and todo == [f"w/{no_gkd}"]
+    # General KD's settings changed since: the full run is not carried, its teacher still is.
+    changed = {**config, "general_kd": {**config["general_kd"], "lr": 1.0}}
+    records, todo = script.gather(Path("w"), Path("archive"), inputs, set(), changed)
+    assert records == ["archive/teacher/mrpc/metrics.json"] and todo == [f"w/{full}", f"w/{no_gkd}"]
+    assert "students/kron_4/general/metrics.json: its settings" in script.carry_refusal(Path("archive"), full, changed)
+    # A record with no fingerprint is never carried.
+    write("archive", "students/kron_4/init/metrics.json", "students/kron_4/init", with_settings=False)
+    assert "no settings fingerprint" in script.carry_refusal(Path("archive"), full, config)
+    assert script.seed_first(["w/task_kd/a/x/seed1/m", "w/task_kd_start/a/x/seed0/m", "w/task_kd/a/x/seed0/m"]) == [
+        "w/task_kd/a/x/seed0/m", "w/task_kd_start/a/x/seed0/m", "w/task_kd/a/x/seed1/m"]
 
 
 def test_selected_init_at_the_teachers_widths_is_an_exact_copy():
