@@ -288,16 +288,17 @@ def test_equal_size_sweep_lists_every_family_budget_task_seed(tmp_path, preset):
 def test_ladder_lists_every_rung_task_and_variant(tmp_path):
     """config/ladder.yaml, target `ladder`: every rung x 2 tasks from the SVD init, one
     teacher per task, one compress job per student, the dose-response (KroneckerBERT_8 and
-    the dense and low-rank students of its size after 1, 3, 10 general-KD epochs: a chain
-    of 3 general-KD jobs each, then task KD from each) and the ladder's own report job."""
+    the dense (random and selected init) and low-rank students of its size after 1, 3, 10
+    general-KD epochs: a chain of 3 general-KD jobs each, then task KD from each) and the
+    ladder's own report job."""
     proc = run_workflow(tmp_path, "config/ladder.yaml", targets=("ladder",))
     assert proc.returncode == 0, proc.out[-3000:]
     ladder = load_config(REPO / "config" / "ladder.yaml")["ladder"]
     dose = ladder["general_kd_epochs"]
     rungs, dosed = len(ladder["students"]), ladder["dose_students"]
-    assert rungs == 13 and dosed == ["kroneckerbert_8", "tinybert_8", "lowrank_8"]
-    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": rungs, "general_kd_dose": 3 * len(dose),
-                                    "task_kd": 2 * (rungs + 3 * len(dose)), "ladder": 1}
+    assert rungs == 13 and dosed == ["kroneckerbert_8", "tinybert_8", "lowrank_8", "tinybert_8_selected"]
+    assert job_counts(proc.out) == {"finetune_teacher": 2, "compress": rungs, "general_kd_dose": 4 * len(dose),
+                                    "task_kd": 2 * (rungs + 4 * len(dose)), "ladder": 1}
     runs = {tuple(dict(re.findall(r"--(task|student|variant) (\S+)", c)).get(k) for k in ("student", "variant", "task"))
             for c in shell_commands(proc.out) if " task-kd " in c}
     assert runs == ({(s, "no_general_kd", t) for s in ladder["students"] for t in ladder["tasks"]}
