@@ -123,8 +123,9 @@ def table(frame: pd.DataFrame, labels: dict) -> render.Table:
         "'(below majority)': more than that below it.",
         "Init error: mean relative Frobenius error of the factorised matrices at the SVD init "
         "(0 for the lossless student, whose Kronecker factors B are 1x1; for init: data_aware the weight error "
-        "of its factors, higher by design: they lower the output error on calibration text instead).",
-        "no_general_kd: task KD from the SVD init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",
+        "of its factors, higher by design: they lower the output error on calibration text instead); '–' for a dense "
+        "student, which factorises nothing: random init, or with 'selected init' sub-blocks of the teacher's weights.",
+        "no_general_kd: task KD from the init; full: after general KD. Settings: config.<hash>.resolved.yaml in the work directory.",
     ]
     return render.Table("ladder", "Sanity ladder: the same task KD from a lossless student to 21x", blocks, notes)
 
@@ -199,7 +200,7 @@ def _projection_note(row: pd.Series, labels: dict) -> str:
         return f"{who}: margin retention {row['target_margin']:.0%} reached at {_epochs(row['reached_at'])} (measured)."
     if math.isnan(row["projected_epochs"]):
         return (f"{who}: below {row['target_margin']:.0%} at every point (best {row['best_margin']:.0%}); "
-                f"{row['points']:.0f} points are too few to project.")
+                f"{row['points']:.0f} {'point is' if row['points'] == 1 else 'points are'} too few to project.")
     if math.isinf(row["projected_epochs"]):
         return (f"{who}: below {row['target_margin']:.0%} at every point (best {row['best_margin']:.0%}) and the "
                 f"fitted line does not rise ({row['slope_per_doubling']:+.0%} per doubling): no budget on this curve reaches it.")
