@@ -103,7 +103,9 @@ def _margin_cell(row: pd.Series) -> str:
 def _score_cell(row: pd.Series) -> str:
     below = not pd.isna(row["majority"]) and row["score"] < row["majority"] - NEAR_MAJORITY
     mark = " (at majority)" if row["at_majority"] else " (below majority)" if below else ""
-    return f"{100 * row['score']:.1f} ({row['retention_pct']:.0f}%){mark}"
+    # Several seeds: mean ± sd (n), as the equal-size table writes them.
+    spread = f" ± {100 * row['score_sd']:.1f} (n={row['n']:.0f})" if row["n"] > 1 else ""
+    return f"{100 * row['score']:.1f}{spread} ({row['retention_pct']:.0f}%){mark}"
 
 
 def table(frame: pd.DataFrame, labels: dict) -> render.Table:
@@ -116,7 +118,7 @@ def table(frame: pd.DataFrame, labels: dict) -> render.Table:
         blocks.append((_heading(f"{task_label(task)}, {variant}", group.iloc[0]), header, rows))
     notes = [
         "Score x100 on the task's dev split (MNLI: matched; the heading gives its size), the task's key score "
-        "(MRPC: mean of F1 and accuracy); mean over seeds.",
+        "(MRPC: mean of F1 and accuracy); one seed unless the cell says mean ± sd (n=seeds).",
         "% of teacher = student / fine-tuned teacher. Margin retention = (student - majority) / "
         f"(teacher - majority); '–' where the teacher beats the majority by less than {100 * MIN_TEACHER_MARGIN:.0f} points.",
         f"'(at majority)': within {100 * NEAR_MAJORITY:.0f} points of always predicting the most frequent training label; "

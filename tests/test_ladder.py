@@ -11,10 +11,10 @@ from kbert.config import load_config
 from kbert.ladder import write
 
 
-def _record(path, model, family, score, cf, params, variant="no_general_kd"):
+def _record(path, model, family, score, cf, params, variant="no_general_kd", seed=0):
     path.mkdir(parents=True)
     (path / "metrics.json").write_text(json.dumps({
-        "task": "mrpc", "model": model, "family": family, "variant": variant, "augment": False, "seed": 0,
+        "task": "mrpc", "model": model, "family": family, "variant": variant, "augment": False, "seed": seed,
         "params": params, "compression_factor": cf, "flops": 1,
         "results": [{"eval_split": "validation", "data_status": "full", "n_examples": 408, "score": score,
                      "metrics": {"mrpc_f1": score, "mrpc_acc": score}}],
@@ -53,6 +53,18 @@ def test_a_rung_below_the_majority_class_is_marked(tmp_path):
     write([runs], tmp_path / "out", config)
     table = (tmp_path / "out" / "ladder.md").read_text()
     assert "70.0 (82%) (below majority)" in table and "408 dev examples" in table
+
+
+def test_a_rung_with_several_seeds_shows_mean_sd_and_n(tmp_path):
+    config = load_config("config/ladder.yaml")
+    runs = tmp_path / "runs"
+    _record(runs / "teacher", "teacher", "teacher", 0.85, 1.0, 22_000_000, variant="teacher")
+    for seed, score in enumerate((0.80, 0.82)):
+        _record(runs / f"s{seed}", "kroneckerbert_8", "kronecker", score, 7.5, 3_000_000, seed=seed)
+    _record(runs / "low", "lowrank_8", "lowrank", 0.83, 7.5, 3_000_000)
+    write([runs], tmp_path / "out", config)
+    table = (tmp_path / "out" / "ladder.md").read_text()
+    assert "81.0 ± 1.4 (n=2) (95%)" in table and "| 83.0 (98%) |" in table
 
 
 def test_dose_response_table_from_runs(tmp_path):
