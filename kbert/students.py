@@ -353,6 +353,8 @@ def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel 
         config.low_rank = low_rank_ranks(reference)
     else:
         config = _dense_config(teacher_config, **dense_shape(teacher_config, target, spec))
+        if spec.get("init") == "selected":
+            teacher_selection(teacher_config, config)   # raises where the widths cannot be selected
     params = count_parameters(config)
     if abs(params / target - 1) > MATCH_TOLERANCE:
         raise ValueError(f"the {family} student has {params:,} parameters, {params / target - 1:+.1%} off the "
@@ -404,6 +406,25 @@ def _selected_cut(name: str, residual, heads, ffn) -> tuple:
     raise ValueError(f"init: selected does not know how to cut {name!r} from the teacher")
 
 
+def teacher_selection(teacher: KBertConfig, student: KBertConfig) -> dict[str, torch.Tensor]:
+    """The teacher indices a dense ``init: selected`` student keeps (select_teacher_weights):
+    ``residual`` coordinates, ``heads`` (Q/K/V output coordinates) and ``ffn`` units. Raises
+    where the student is wider than the teacher or has another head count."""
+    if student.num_attention_heads != teacher.num_attention_heads:
+        raise ValueError(f"init: selected keeps the teacher's {teacher.num_attention_heads} heads; the student has "
+                         f"{student.num_attention_heads}")
+    if student.num_hidden_layers > teacher.num_hidden_layers:
+        raise ValueError(f"init: selected takes each student layer from a teacher layer: {student.num_hidden_layers} "
+                         f"layers, the teacher has {teacher.num_hidden_layers}")
+    head_t = teacher.hidden_size // teacher.num_attention_heads
+    head_s = student.hidden_size // student.num_attention_heads
+    return {
+        "residual": _evenly_spaced(teacher.hidden_size, student.hidden_size),
+        "heads": torch.cat([h * head_t + _evenly_spaced(head_t, head_s) for h in range(teacher.num_attention_heads)]),
+        "ffn": _evenly_spaced(teacher.intermediate_size, student.intermediate_size),
+    }
+
+
 @torch.no_grad()
 def select_teacher_weights(student: KBertModel, teacher: KBertModel) -> None:
     """Dense ``init: selected``: every student weight a sub-block of the teacher's.
@@ -416,13 +437,7 @@ def select_teacher_weights(student: KBertModel, teacher: KBertModel) -> None:
     the map back into the teacher's coordinates, so the hidden losses compare what was kept.
     """
     s, t = student.config, teacher.config
-    if s.num_attention_heads != t.num_attention_heads:
-        raise ValueError(f"init: selected keeps the teacher's {t.num_attention_heads} heads; the student has "
-                         f"{s.num_attention_heads}")
-    head_t, head_s = t.hidden_size // t.num_attention_heads, s.hidden_size // s.num_attention_heads
-    residual = _evenly_spaced(t.hidden_size, s.hidden_size)
-    heads = torch.cat([h * head_t + _evenly_spaced(head_t, head_s) for h in range(t.num_attention_heads)])
-    ffn = _evenly_spaced(t.intermediate_size, s.intermediate_size)
+    residual, heads, ffn = teacher_selection(t, s).values()
     source_layer = {m: n - 1 for m, n in enumerate(teacher_layers(s.num_hidden_layers, t.num_hidden_layers))}
     teacher_state = teacher.state_dict()
     state = {}

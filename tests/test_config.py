@@ -71,6 +71,9 @@ def test_default_preset_contract(default):
     assert {s: (spec["family"], spec["match"]) for s, spec in default["students"].items() if "match" in spec} == {
         "lowrank_8": ("lowrank", "kroneckerbert_8"), "tinybert_8": ("dense", "kroneckerbert_8"),
         "lowrank_21": ("lowrank", "kroneckerbert_21"), "tinybert_21": ("dense", "kroneckerbert_21")}
+    # every equal-size student starts from the teacher: SVD, or sub-blocks for the dense ones
+    assert {s: spec.get("init") for s, spec in default["students"].items() if spec["family"] == "dense"} == {
+        "tinybert_8": "selected", "tinybert_21": "selected"}
     assert unavailable_tasks(default) == ["qqp"]
     assert task_status(default, "mnli") == "derived"
 

@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kbert.students import MATCH_TOLERANCE, compress, count_parameters, select_teacher_weights, student_config
+from kbert.students import (MATCH_TOLERANCE, compress, count_parameters, select_teacher_weights, student_config,
+                            student_errors)
 from kbert.losses import distillation_loss, intermediate_losses
 from kbert.layers.lowrank import LowRankEmbedding, LowRankLinear, truncated_svd
 from kbert.modeling import KBertConfig, KBertForSequenceClassification, KBertModel, teacher_layers
@@ -431,6 +432,11 @@ def test_init_is_checked_against_the_family():
         compress(teacher, {**kron, "init": "selected"})
     with pytest.raises(ValueError, match="cannot select 96 of 48"):
         select_teacher_weights(KBertModel(KBertConfig(**{**TINY, "hidden_size": 96})), teacher)
+    # ... and the config check says so before any job runs (the smoke teacher's FFN is narrow)
+    wide = {"family": "dense", "match": "k", "init": "selected", "hidden_size": 24, "intermediate_size": 400}
+    errors = student_errors(teacher.config, {"k": kron, "d": wide, "r": {**wide, "init": "random"}})
+    assert len(errors) == 2 and errors[0].startswith("config.students.d: cannot select 400 of 192 teacher units")
+    assert errors[1].startswith("config.students.r: the dense student has")   # random: only the size is off
 
 
 def test_config_takes_selected_for_dense_students_only():

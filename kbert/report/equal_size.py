@@ -317,7 +317,8 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.Data
         blocks.append(_init_block(init, labels))
         notes.append("Initialisation error: ||W_init - W|| / ||W|| per factorised teacher matrix (nearest Kronecker "
                      "product, or truncated SVD for low-rank), averaged per group; 0 is the teacher itself, 1 as far as "
-                     "zeros. Dense TinyBERT-style students start from random weights, as TinyBERT's do.")
+                     "zeros. Dense TinyBERT-style students factorise nothing: 'random init' as TinyBERT's, or "
+                     "'selected init', every weight a sub-block of the teacher's (kbert.students.select_teacher_weights).")
     for rival in RIVALS:
         pairs = wins[wins["rival"] == rival]
         counts = pairs["winner"].value_counts()
