@@ -353,8 +353,11 @@ def student_config(teacher_config: KBertConfig, spec: dict, teacher: KBertModel 
         config.low_rank = low_rank_ranks(reference)
     else:
         config = _dense_config(teacher_config, **dense_shape(teacher_config, target, spec))
-        if spec.get("init") == "selected":
-            teacher_selection(teacher_config, config)   # raises where the widths cannot be selected
+        # Raise where the widths cannot be selected, once they are the real ones: a matched
+        # shape search picks other shapes without the teacher's weights (the config check),
+        # and so another size; compress, which has the weights, checks again.
+        if spec.get("init") == "selected" and (teacher is not None or "target_compression" not in match_spec):
+            teacher_selection(teacher_config, config)
     params = count_parameters(config)
     if abs(params / target - 1) > MATCH_TOLERANCE:
         raise ValueError(f"the {family} student has {params:,} parameters, {params / target - 1:+.1%} off the "
