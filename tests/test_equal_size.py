@@ -304,6 +304,11 @@ def test_a_partial_sweep_says_how_many_seeds_each_cell_still_lacks():
     assert not any("Partial" in note for note in table(complete, verdicts(complete), {}, planned={"sst2": 3}).notes)
     assert planned_seeds({"equal_size": {"tasks": ["sst2", "mrpc"], "seeds": [0, 1, 2],
                                          "per_task_seeds": {"mrpc": [0, 1, 2, 3, 4]}}}) == {"sst2": 3, "mrpc": 5}
+    # A sweep whose first runs are a rival's only: no verdict yet, and the table still renders.
+    rival_only = pd.DataFrame([row("dense", 2), teacher]).assign(
+        params=1000, preset="default", teacher="t", data_status="full", n_examples=872)
+    rendered = table(rival_only, verdicts(rival_only), {}, planned={"sst2": 3})
+    assert rendered.blocks[0][2][0][3:5] == ["–", "70.0 ± 1.0 (n=2 of 3)"]
 
 
 def _partial_report_script():

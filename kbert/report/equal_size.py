@@ -322,7 +322,8 @@ def table(summary: pd.DataFrame, wins: pd.DataFrame, labels: dict, init: pd.Data
     for rival in RIVALS:
         pairs = wins[wins["rival"] == rival]
         counts = pairs["winner"].value_counts()
-        at_majority = pairs[pairs["winner_above_majority"].map(won_at_majority)]["winner"].value_counts()
+        # (astype: an empty map gives an object Series, which pandas would read as column names)
+        at_majority = pairs.loc[pairs["winner_above_majority"].map(won_at_majority).astype(bool), "winner"].value_counts()
         notes.append(f"Kronecker vs {FAMILY_LABELS[rival]}: Kronecker wins {counts.get('kronecker', 0)} "
                      f"({at_majority.get('kronecker', 0)} at majority), {rival} wins {counts.get(rival, 0)} "
                      f"({at_majority.get(rival, 0)} at majority), overlap {counts.get('overlap', 0)} "
