@@ -98,6 +98,21 @@ def test_augment_overlay_only_adds_the_full_aug_variant_to_the_default():
     assert merged == {**default, "variants": ["full", "full_aug", "no_general_kd", "no_task_kd"]}
 
 
+def test_rows4000_overlay_changes_the_rows_and_where_the_runs_go():
+    """config/equal_size_rows4000.yaml: the equal-size sweep with 4,000 task-KD rows, under
+    its own preset name (work, results, figures apart from the default's); Snakemake merges
+    it key by key (kbert.config.deep_merge)."""
+    from kbert.config import deep_merge
+
+    overlay = yaml.safe_load((REPO / "config" / "equal_size_rows4000.yaml").read_text())
+    default = load_config(PRESETS["default"])
+    merged = load_config(deep_merge(raw("default"), overlay))
+    assert merged["preset"] == "equal_size_rows4000" and merged["paths"]["results"] == "results/equal_size_rows4000"
+    assert merged["data"] == {**default["data"], "max_train_examples": 4000}
+    assert {k: v for k, v in merged.items() if k not in ("preset", "paths", "data")} == {
+        k: v for k, v in default.items() if k not in ("preset", "paths", "data")}
+
+
 def test_paper_preset_contract(paper):
     assert paper["offline"] is False
     assert paper["teacher"]["source"] == "hub" and paper["teacher"]["name"] == "bert-base-uncased"
