@@ -54,6 +54,11 @@ def pending_outputs(dry: str) -> set[str]:
     return {path.strip() for line in re.findall(r"^\s+output: (.*)$", dry, re.M) for path in line.split(",")}
 
 
+def is_done(path: str, pending: set[str]) -> bool:
+    """The file exists and the dry run would not (re)create it."""
+    return path not in pending and Path(path).exists()
+
+
 def rule_inputs(dry: str) -> list[str]:
     """The metrics.json inputs of rule equal_size (teachers, compress records, runs, starts)."""
     block = dry.split("rule equal_size:")[1]
@@ -97,12 +102,12 @@ def carry_refusal(archive: Path, record_path: str, config: dict) -> str | None:
 def archive_done(work: Path, archive: Path, inputs: list[str], pending: set[str]) -> int:
     """Copy the work directory's done, up-to-date sweep records and the teacher and student
     records they were made from into the archive, under the same relative paths."""
-    relative = {str(Path(path).relative_to(work)) for path in inputs if path not in pending and Path(path).exists()}
+    relative = {str(Path(path).relative_to(work)) for path in inputs if is_done(path, pending)}
     relative |= {upstream for path in list(relative) for upstream in made_from(path)}
     copied = 0
     for path in sorted(relative):
         source = work / path
-        if str(source) in pending or not source.exists():
+        if not is_done(str(source), pending):
             continue
         (archive / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(source, archive / path)
@@ -115,7 +120,7 @@ def gather(work: Path, archive: Path | None, inputs: list[str], pending: set[str
     done there, else from the archive when it may be carried."""
     records, todo = [], []
     for path in inputs:
-        if path not in pending and Path(path).exists():
+        if is_done(path, pending):
             records.append(path)
             continue
         relative = str(Path(path).relative_to(work))
